@@ -1,0 +1,40 @@
+"""What a servicer method receives as its `context`: the gRPC context plus the caller,
+resolved by the interceptor and passed explicitly (never through thread-local state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from nobill.audit.actors import AuditContext
+from nobill.auth.authorization import Grant
+from nobill.auth.principals import Principal
+from nobill.db.database import Database
+from nobill.db.unit_of_work import UnitOfWork
+
+
+@dataclass
+class CallContext:
+    grpc_context: grpc.ServicerContext
+    principal: Principal
+    request_id: str
+    database: Database
+    # Set for RPCs that act on one org: the open unit of work bound to it (the
+    # interceptor commits it after the handler returns) and the caller's grant there.
+    uow: UnitOfWork | None = None
+    grant: Grant | None = None
+
+    @property
+    def audit(self) -> AuditContext:
+        return AuditContext(self.principal.actor, self.request_id)
+
+    def unit_of_work(self, *, org_id: str | None = None, user_id: str | None = None) -> UnitOfWork:
+        """A new unit of work, for RPCs that create an org or read across the caller's orgs."""
+        return UnitOfWork(self.database, org_id=org_id, user_id=user_id)
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (abort, set_code, invocation_metadata, is_active, ...) is the
+        # real gRPC context's.
+        return getattr(self.grpc_context, name)

@@ -1,0 +1,248 @@
+"""The one server interceptor: request id → authentication → permission → unit of work →
+typed errors → call log. Every NOBill RPC passes through it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from sqlalchemy.exc import OperationalError
+
+from nobill import ids
+from nobill.api.access import OPEN_SERVICES, AccessRule
+from nobill.api.context import CallContext
+from nobill.auth.authenticator import Authenticator
+from nobill.auth.authorization import Grant, grant_in_org
+from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
+from nobill.auth.principals import Principal, ServicePrincipal, UserPrincipal
+from nobill.db.database import Database
+from nobill.db.unit_of_work import UnitOfWork
+from nobill.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger("nobill.api")
+
+STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Used when the server is built with authentication off (benchmarks' baseline only).
+UNCHECKED_PRINCIPAL = ServicePrincipal("unauthenticated", ORG_PERMISSIONS | SERVICE_SCOPES, None)
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+
+
+def _org_id_of(request: Any) -> str:
+    org_id = getattr(request, "org_id", "")
+    if not org_id:
+        raise InvalidArgument("org_id is required", field="org_id")
+    if not ids.is_valid("org", org_id):
+        raise InvalidArgument("org_id is not a valid organization id (org_...)", field="org_id")
+    return org_id
+
+
+def _check_org_access(rule: AccessRule, principal: Principal, grant: Grant | None, org_id: str) -> Grant:
+    """Raise unless the grant holds the rule's permission. A caller with no standing in the
+    org learns nothing about it, not even that it exists."""
+    if grant is None:
+        raise NotFound(f"organization {org_id} not found")
+    if rule.permission not in grant.permissions:
+        if isinstance(principal, ServicePrincipal):
+            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+        role = grant.role.value if grant.role else "none"
+        raise PermissionDenied(f"this call needs the {rule.permission} permission, which the {role} role does not grant")
+    return grant
+
+
+def _check_orgless_access(rule: AccessRule, principal: Principal) -> None:
+    if rule.kind == "any_user" and not isinstance(principal, UserPrincipal):
+        raise PermissionDenied("only users may call this method; service tokens cannot")
+    if rule.kind == "service_scope":
+        if not isinstance(principal, ServicePrincipal):
+            raise PermissionDenied("only internal services may call this method")
+        if rule.permission not in principal.scopes:
+            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+
+
+class NobillInterceptor(grpc.ServerInterceptor):
+    def __init__(
+        self,
+        *,
+        rules: dict[str, AccessRule],
+        database: Database,
+        authenticator: Authenticator | None,
+    ) -> None:
+        self._rules = rules
+        self._database = database
+        self._authenticator = authenticator  # None: authentication off (benchmarks only)
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").startswith(OPEN_SERVICES):
+            return handler
+        rule = self._rules.get(method)
+        if rule is None:
+            # A service registered without a contract rule must not be reachable.
+            return grpc.unary_unary_rpc_method_handler(
+                lambda request, context: context.abort(grpc.StatusCode.PERMISSION_DENIED, "method has no access rule")
+            )
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, rule, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(method, rule, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise RuntimeError(f"{method}: only unary-unary and stream-stream RPCs are supported")
+
+    # --- shared steps ----------------------------------------------------------------
+
+    def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
+        metadata = _metadata(context)
+        request_id = metadata.get("x-request-id", "")
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        if self._authenticator is None:
+            return request_id, UNCHECKED_PRINCIPAL
+        authorization = metadata.get("authorization")
+        if authorization is not None and len(authorization) > 16_384:
+            raise Unauthenticated()
+        return request_id, self._authenticator.authenticate(authorization)
+
+    def _fail(self, context: grpc.ServicerContext, method: str, request_id: str, error: BaseException) -> None:
+        """Map an exception to a status and abort the call (abort raises)."""
+        if isinstance(error, DomainError):
+            code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
+            message = error.message
+        elif isinstance(error, OperationalError):
+            code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
+        elif isinstance(error, NotImplementedError):
+            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
+        else:
+            log.error("unexpected error", exc_info=error, extra={"method": method, "request_id": request_id})
+            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+        if code is not grpc.StatusCode.INTERNAL:
+            log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
+        context.abort(code, message)
+
+    # --- unary -----------------------------------------------------------------------
+
+    def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            request_id = ""
+            try:
+                request_id, principal = self._begin(context)
+                if rule.kind == "org_permission":
+                    response = self._call_in_org(rule, behavior, request, context, principal, request_id)
+                else:
+                    _check_orgless_access(rule, principal)
+                    response = behavior(request, CallContext(context, principal, request_id, self._database))
+            except Exception as error:  # noqa: BLE001 - every failure gets a typed status
+                if _is_abort(error, context):
+                    raise
+                self._fail(context, method, request_id, error)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "call",
+                    extra={"method": method, "request_id": request_id, "ms": round((time.perf_counter() - started) * 1e3, 2)},
+                )
+            return response
+
+        return call
+
+    def _call_in_org(
+        self, rule: AccessRule, behavior: Callable, request: Any, context: grpc.ServicerContext,
+        principal: Principal, request_id: str,
+    ) -> Any:
+        org_id = _org_id_of(request)
+        # NOTE: the permission check and the work share one transaction, so a role
+        # removed a moment ago cannot slip through between the check and the change.
+        with UnitOfWork(self._database, org_id=org_id) as uow:
+            if self._authenticator is None:
+                grant: Grant | None = Grant(None, ORG_PERMISSIONS)
+            else:
+                grant = grant_in_org(uow=uow, principal=principal)
+            grant = _check_org_access(rule, principal, grant, org_id)
+            response = behavior(request, CallContext(context, principal, request_id, self._database, uow, grant))
+            if not uow.committed:
+                uow.commit()
+        return response
+
+    # --- streams ---------------------------------------------------------------------
+
+    def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
+        def call(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            request_id = ""
+            try:
+                request_id, principal = self._begin(context)
+                if rule.kind != "org_permission":
+                    _check_orgless_access(rule, principal)
+                    checked = request_iterator
+                else:
+                    checked = self._authorized_requests(rule, principal, request_iterator)
+                yield from behavior(checked, CallContext(context, principal, request_id, self._database))
+            except Exception as error:  # noqa: BLE001
+                if _is_abort(error, context):
+                    raise
+                self._fail(context, method, request_id, error)
+
+        return call
+
+    def _authorized_requests(self, rule: AccessRule, principal: Principal, requests: Iterator[Any]) -> Iterator[Any]:
+        """Each streamed message names its org; check access once per org per stream."""
+        allowed: set[str] = set()
+        for request in requests:
+            org_id = _org_id_of(request)
+            if org_id not in allowed:
+                with UnitOfWork(self._database, org_id=org_id) as uow:
+                    grant = Grant(None, ORG_PERMISSIONS) if self._authenticator is None else grant_in_org(uow=uow, principal=principal)
+                _check_org_access(rule, principal, grant, org_id)
+                allowed.add(org_id)
+            yield request
+
+
+def _status_of_base(error: DomainError) -> grpc.StatusCode:
+    for kind, code in STATUS_OF.items():
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _is_abort(error: BaseException, context: grpc.ServicerContext) -> bool:
+    """True when a handler already aborted the call with context.abort()."""
+    # grpc raises a bare Exception from abort() after recording the status on the context.
+    code = getattr(context, "code", lambda: None)()
+    return type(error) is Exception and code is not None and code is not grpc.StatusCode.OK

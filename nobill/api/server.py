@@ -1,0 +1,106 @@
+"""Builds the gRPC server: NOBill services behind the interceptor, health and reflection."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nobill.api.access import load_rules, nobill_services
+from nobill.api.audit_servicer import AuditServicer
+from nobill.api.billing_servicer import BillingServicer
+from nobill.api.interceptor import NobillInterceptor
+from nobill.api.tenancy_servicer import TenancyServicer
+from nobill.api.usage_servicer import UsageServicer
+from nobill.auth.authenticator import Authenticator
+from nobill.auth.tokens import JwtSettings, TokenVerifier
+from nobill.config import Settings
+from nobill.db.database import Database
+from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Refuse new calls, let in-flight ones finish for up to `grace` seconds."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    settings.require_jwt_keys()
+    return TokenVerifier(
+        JwtSettings(
+            secret=settings.jwt_secret,
+            jwks_file=settings.jwt_jwks_file,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+    )
+
+
+def build_server(settings: Settings, database: Database, *, authentication: bool = True) -> RunningServer:
+    """A started server on settings.grpc_addr (port 0 picks a free port).
+
+    `authentication=False` exists for the benchmark's baseline only; nothing in the CLI
+    turns it off."""
+    rules = load_rules()  # raises ConfigError if any RPC declares no access rule
+    authenticator = Authenticator(token_verifier(settings), database) if authentication else None
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
+        interceptors=[NobillInterceptor(rules=rules, database=database, authenticator=authenticator)],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", 32 * 1024),
+        ],
+        maximum_concurrent_rpcs=settings.grpc_threads * 8,
+    )
+    tenancy_pb2_grpc.add_TenancyServiceServicer_to_server(TenancyServicer(), server)
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(), server)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(), server)
+
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [service.full_name for service in nobill_services()]
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+    port = server.add_insecure_port(settings.grpc_addr)
+    if port == 0:
+        raise OSError(f"could not listen on {settings.grpc_addr}")
+    server.start()
+    return RunningServer(server, port, health_servicer)
+
+
+def serve_until_signalled(running: RunningServer, *, grace: float = 10.0) -> None:
+    """Block until SIGTERM/SIGINT, then drain in-flight calls and stop."""
+    stopping = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name, "grace_seconds": grace})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stopping.wait()
+    running.stop(grace)
+    log.info("stopped")

@@ -1,0 +1,253 @@
+"""The audit log: appended in the same transaction as the change it records,
+hash-chained per org, verified on demand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+
+from nobill import pagination
+from nobill.audit.actors import Actor, ActorType, AuditContext
+from nobill.audit.tables import audit_chain_heads, audit_events
+from nobill.db.unit_of_work import UnitOfWork
+from nobill.errors import InvalidArgument
+
+GENESIS_HASH = "0" * 64
+_CHAIN_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    org_id: str
+    sequence: int
+    actor: Actor
+    action: str
+    target_type: str
+    target_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    request_id: str
+    created_at: dt.datetime
+    previous_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    valid: bool
+    events_checked: int
+    first_broken_sequence: int
+    reason: str
+
+
+def compute_hash(
+    *,
+    org_id: str,
+    sequence: int,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    request_id: str,
+    created_at: dt.datetime,
+    previous_hash: str,
+) -> str:
+    """SHA-256 over a canonical JSON form of the event and the previous event's hash."""
+    canonical = json.dumps(
+        [
+            org_id,
+            sequence,
+            actor.type.value,
+            actor.id,
+            actor.display_name,
+            action,
+            target_type,
+            target_id,
+            before,
+            after,
+            request_id,
+            created_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+            previous_hash,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def start_chain(*, uow: UnitOfWork, org_id: str) -> None:
+    """Create the org's chain head; called once, when the org is created."""
+    uow.execute(insert(audit_chain_heads).values(org_id=org_id, last_sequence=0, last_hash=GENESIS_HASH))
+
+
+def record(
+    *,
+    uow: UnitOfWork,
+    context: AuditContext,
+    action: str,
+    target_type: str,
+    target_id: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the org's chain inside the caller's transaction."""
+    org_id = uow.org_id
+    assert org_id, "audit events belong to an org"
+    # NOTE: the row lock on the head serialises appends per org, so sequence numbers are
+    # gapless and each event's previous_hash is the hash of the event just before it.
+    head = uow.execute(
+        select(audit_chain_heads.c.last_sequence, audit_chain_heads.c.last_hash)
+        .where(audit_chain_heads.c.org_id == org_id)
+        .with_for_update()
+    ).one()
+    sequence = head.last_sequence + 1
+    created_at = dt.datetime.now(dt.timezone.utc)
+    fields = dict(
+        org_id=org_id,
+        sequence=sequence,
+        actor=context.actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        before=before,
+        after=after,
+        request_id=context.request_id,
+        created_at=created_at,
+        previous_hash=head.last_hash,
+    )
+    event_hash = compute_hash(**fields)
+    uow.execute(
+        insert(audit_events).values(
+            org_id=org_id,
+            sequence=sequence,
+            actor_type=context.actor.type.value,
+            actor_id=context.actor.id,
+            actor_display=context.actor.display_name,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            before=before,
+            after=after,
+            request_id=context.request_id,
+            created_at=created_at,
+            previous_hash=head.last_hash,
+            hash=event_hash,
+        )
+    )
+    uow.execute(
+        update(audit_chain_heads)
+        .where(audit_chain_heads.c.org_id == org_id)
+        .values(last_sequence=sequence, last_hash=event_hash)
+    )
+    return AuditEvent(hash=event_hash, **fields)
+
+
+def _from_row(row: Any) -> AuditEvent:
+    return AuditEvent(
+        org_id=row.org_id,
+        sequence=row.sequence,
+        actor=Actor(ActorType(row.actor_type), row.actor_id, row.actor_display),
+        action=row.action,
+        target_type=row.target_type,
+        target_id=row.target_id,
+        before=row.before,
+        after=row.after,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        previous_hash=row.previous_hash,
+        hash=row.hash,
+    )
+
+
+def list_(
+    *,
+    uow: UnitOfWork,
+    page_size: int,
+    page_token: str,
+    actions: list[str],
+    start_time: dt.datetime | None,
+    end_time: dt.datetime | None,
+    oldest_first: bool,
+) -> tuple[list[AuditEvent], str]:
+    """A page of the org's events, filtered by action and time range; returns (events, next token)."""
+    for action in actions:
+        if not action or len(action) > 100:
+            raise InvalidArgument("each action filter must be 1 to 100 characters", field="actions")
+    if start_time and end_time and start_time >= end_time:
+        raise InvalidArgument("start_time must be before end_time", field="start_time")
+    size = pagination.page_size(page_size)
+    query = pagination.fingerprint("audit", uow.org_id, sorted(actions), start_time, end_time, oldest_first)
+    after_sequence = pagination.decode(page_token, query)
+    if after_sequence is not None and not isinstance(after_sequence, int):
+        raise InvalidArgument("page_token is not valid", field="page_token")
+
+    conditions = []
+    if actions:
+        conditions.append(audit_events.c.action.in_(actions))
+    if start_time:
+        conditions.append(audit_events.c.created_at >= start_time)
+    if end_time:
+        conditions.append(audit_events.c.created_at < end_time)
+    if after_sequence is not None:
+        conditions.append(
+            audit_events.c.sequence > after_sequence if oldest_first else audit_events.c.sequence < after_sequence
+        )
+    order = audit_events.c.sequence.asc() if oldest_first else audit_events.c.sequence.desc()
+    rows = uow.execute(select(audit_events).where(and_(True, *conditions)).order_by(order).limit(size + 1)).all()
+    events = [_from_row(row) for row in rows[:size]]
+    next_token = pagination.encode(events[-1].sequence, query) if len(rows) > size else ""
+    return events, next_token
+
+
+def verify_chain(*, uow: UnitOfWork) -> ChainReport:
+    """Recompute every hash of the org's chain, oldest first; report the first broken link."""
+    expected_previous = GENESIS_HASH
+    expected_sequence = 1
+    checked = 0
+    while True:
+        rows = uow.execute(
+            select(audit_events)
+            .where(audit_events.c.sequence >= expected_sequence)
+            .order_by(audit_events.c.sequence)
+            .limit(_CHAIN_BATCH)
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            event = _from_row(row)
+            if event.sequence != expected_sequence:
+                return ChainReport(False, checked, expected_sequence, f"event {expected_sequence} is missing")
+            if event.previous_hash != expected_previous:
+                return ChainReport(False, checked, event.sequence, "previous_hash does not match the event before it")
+            recomputed = compute_hash(
+                org_id=event.org_id,
+                sequence=event.sequence,
+                actor=event.actor,
+                action=event.action,
+                target_type=event.target_type,
+                target_id=event.target_id,
+                before=event.before,
+                after=event.after,
+                request_id=event.request_id,
+                created_at=event.created_at,
+                previous_hash=event.previous_hash,
+            )
+            if recomputed != event.hash:
+                return ChainReport(False, checked, event.sequence, "content does not match its hash")
+            checked += 1
+            expected_previous = event.hash
+            expected_sequence += 1
+    head = uow.execute(select(audit_chain_heads.c.last_sequence, audit_chain_heads.c.last_hash)).one_or_none()
+    if head is not None and (head.last_sequence != checked or head.last_hash != expected_previous):
+        # Events were removed from the end, or the head was rewound.
+        return ChainReport(False, checked, checked + 1, "the chain is shorter than its recorded head")
+    return ChainReport(True, checked, 0, "")
+

@@ -1,0 +1,46 @@
+"""Roles and the permissions they grant. The role comes from the org's membership row,
+never from a token, so a role change takes effect on the caller's next call."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Role(str, enum.Enum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    BILLING_MANAGER = "billing_manager"
+
+
+# Permissions a role can hold inside one org. `owners:manage` is the right to grant,
+# change or remove the Owner role: only Owners hold it, so an Admin cannot touch Owners.
+ORG_PERMISSIONS = frozenset(
+    {
+        "org:read",
+        "org:manage",
+        "members:read",
+        "members:manage",
+        "owners:manage",
+        "billing:read",
+        "billing:manage",
+        "invoices:read",
+        "usage:read",
+        "usage:write",
+        "audit:read",
+    }
+)
+
+# Scopes that only service principals hold and that act on no single org.
+SERVICE_SCOPES = frozenset({"webhooks:ingest"})
+
+ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
+    Role.OWNER: ORG_PERMISSIONS,
+    Role.ADMIN: frozenset({"org:read", "members:read", "members:manage", "usage:read", "usage:write", "audit:read"}),
+    Role.MEMBER: frozenset({"org:read", "usage:read", "usage:write"}),
+    Role.BILLING_MANAGER: frozenset({"org:read", "billing:read", "billing:manage", "invoices:read", "usage:read"}),
+}
+
+
+def permissions_of(role: Role) -> frozenset[str]:
+    return ROLE_PERMISSIONS[role]

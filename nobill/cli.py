@@ -1,0 +1,221 @@
+"""The `nobill` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from nobill.config import Settings
+from nobill.errors import ConfigError, Unavailable
+from nobill.logs import configure_logging
+
+log = logging.getLogger("nobill.cli")
+
+
+# --- serve -------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.addr:
+        settings = settings.replace(grpc_addr=args.addr)
+    processes = args.processes or settings.grpc_processes
+    if processes > 1:
+        return _serve_processes(settings, processes)
+    from nobill.api.server import build_server, serve_until_signalled
+    from nobill.db.database import connect
+
+    database = connect(
+        settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size
+    )
+    running = build_server(settings, database)
+    log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port, "pid": os.getpid()})
+    serve_until_signalled(running)
+    database.dispose()
+    return 0
+
+
+def _serve_processes(settings: Settings, processes: int) -> int:
+    """Run `processes` single-process servers sharing one port through SO_REUSEPORT, so
+    every core serves calls; forward SIGTERM/SIGINT and wait for all to drain."""
+    if settings.grpc_addr.endswith(":0"):
+        raise ConfigError("NOBILL_GRPC_ADDR", "several processes need a fixed port, not 0")
+    env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env) for _ in range(processes)
+    ]
+    log.info("serving", extra={"addr": settings.grpc_addr, "processes": processes, "pids": [c.pid for c in children]})
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
+
+
+# --- worker ------------------------------------------------------------------------
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.jobs.runner import run_worker
+
+    run_worker(settings, threads=args.threads)
+    return 0
+
+
+# --- migrate -----------------------------------------------------------------------
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.db.migrate import upgrade
+
+    upgrade(settings.require("database_url"), app_role=settings.db_app_role, revision=args.revision)
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+# --- token -------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.auth.tokens import mint_token
+
+    secret = settings.jwt_secret or _dev_secret(settings)
+    if not secret:
+        raise ConfigError("NOBILL_JWT_SECRET", "required to mint tokens (or run `nobill dev` first)")
+    if args.service and not args.scope:
+        raise ConfigError("--scope", "a service token needs at least one --scope")
+    token = mint_token(
+        secret=secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        subject=args.subject,
+        email=args.email,
+        service=args.service,
+        scopes=args.scope or (),
+        orgs=args.org or (),
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    return 0
+
+
+def _dev_secret(settings: Settings) -> str | None:
+    path = Path(settings.data_dir) / "dev.json"
+    if path.exists():
+        return json.loads(path.read_text()).get("jwt_secret")
+    return None
+
+
+# --- dev ---------------------------------------------------------------------------
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.dev import run_dev
+
+    if args.data_dir:
+        settings = settings.replace(data_dir=args.data_dir)
+    if args.addr:
+        settings = settings.replace(grpc_addr=args.addr)
+    run_dev(settings, ready_file=args.ready_file)
+    return 0
+
+
+# --- sandbox -----------------------------------------------------------------------
+
+
+def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.sandbox import cli as sandbox_cli
+
+    return sandbox_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nobill",
+        description="NOBill: multi-tenant, Stripe-backed billing platform service. "
+        "Settings come from NOBILL_* environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server", description="Run the gRPC server.")
+    serve.add_argument("--addr", help="host:port to listen on (default: NOBILL_GRPC_ADDR)")
+    serve.add_argument(
+        "--processes", type=int, default=0, help="server processes sharing the port (default: NOBILL_GRPC_PROCESSES)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run the Dramatiq job worker", description="Run the Dramatiq actors (needs NOBILL_REDIS_URL)."
+    )
+    worker.add_argument("--threads", type=int, default=8, help="worker threads (default: 8)")
+    worker.set_defaults(handler=_worker)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations", description="Apply Alembic migrations to NOBILL_DATABASE_URL."
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(handler=_migrate)
+
+    token = commands.add_parser(
+        "token",
+        help="mint a development token",
+        description="Mint an HS256 token with NOBILL_JWT_SECRET (or the secret `nobill dev` created).",
+    )
+    token.add_argument("--subject", "--sub", default="dev-user", help="the `sub` claim (default: dev-user)")
+    token.add_argument("--email", help="the `email` claim of a user token")
+    token.add_argument("--service", action="store_true", help="mint a service token instead of a user token")
+    token.add_argument("--scope", action="append", help="a scope of a service token (repeatable)")
+    token.add_argument("--org", action="append", help="an org id a service token may act for, or * (repeatable)")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: 86400)")
+    token.set_defaults(handler=_token)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run everything on embedded defaults",
+        description="Start embedded PostgreSQL and Redis (unless NOBILL_DATABASE_URL / NOBILL_REDIS_URL are set), "
+        "the Stripe sandbox (unless STRIPE_API_KEY is set), migrations, the gRPC server and the worker; "
+        "print the address and a development token and write them to <data dir>/dev.json.",
+    )
+    dev.add_argument("--data-dir", help="where to keep all state (default: NOBILL_DATA_DIR or .nobill)")
+    dev.add_argument("--addr", help="gRPC host:port (default: NOBILL_GRPC_ADDR)")
+    dev.add_argument("--ready-file", help=argparse.SUPPRESS)
+    dev.set_defaults(handler=_dev)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the Stripe sandbox",
+        description="A stateful, Stripe-compatible HTTP server for offline development and tests.",
+    )
+    from nobill.sandbox import cli as sandbox_cli
+
+    sandbox_cli.add_arguments(sandbox)
+    sandbox.set_defaults(handler=_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format)
+        return args.handler(args, settings)
+    except ConfigError as error:
+        print(f"nobill: configuration error: {error.setting}: {error.problem}", file=sys.stderr)
+        return 2
+    except Unavailable as error:
+        print(f"nobill: {error.message}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

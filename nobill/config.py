@@ -1,0 +1,191 @@
+"""The one place that reads the environment.
+
+Every setting is declared once in SETTINGS (name, default, meaning); README's
+configuration table lists the same names and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nobill.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    field: str
+    default: str | None
+    meaning: str
+    parse: Callable[[str, str], Any]
+
+
+def _text(name: str, value: str) -> str:
+    return value
+
+
+def _optional_text(name: str, value: str) -> str | None:
+    return value or None
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(name, f"must be positive, got {number}")
+    return number
+
+
+def _non_negative_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(name, f"must not be negative, got {number}")
+    return number
+
+
+def _database_url(name: str, value: str) -> str | None:
+    if not value:
+        return None
+    if not re.match(r"^postgres(ql)?(\+psycopg)?://", value):
+        raise ConfigError(name, "expected a postgresql:// URL")
+    # SQLAlchemy needs the driver named; psycopg 3 is the one we ship.
+    return re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql+psycopg://", value)
+
+
+def _redis_url(name: str, value: str) -> str | None:
+    if not value:
+        return None
+    if not re.match(r"^(redis|rediss|unix)://", value):
+        raise ConfigError(name, "expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _address(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(name, f"expected host:port, got {value!r}")
+    return value
+
+
+def _http_url(name: str, value: str) -> str | None:
+    if not value:
+        return None
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(name, "expected an http(s):// URL")
+    return value.rstrip("/")
+
+
+def _stripe_key(name: str, value: str) -> str | None:
+    if not value:
+        return None
+    if not re.match(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]+$", value):
+        raise ConfigError(name, "expected a Stripe secret key (sk_test_..., sk_live_... or rk_...)")
+    return value
+
+
+def _webhook_secrets(name: str, value: str) -> tuple[str, ...]:
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    for secret in secrets:
+        if not secret.startswith("whsec_"):
+            raise ConfigError(name, "each secret must start with whsec_ (comma-separated for rotation)")
+    return secrets
+
+
+def _log_level(name: str, value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(name, "expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _log_format(name: str, value: str) -> str:
+    if value not in ("json", "text"):
+        raise ConfigError(name, "expected json or text")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("NOBILL_DATABASE_URL", "database_url", "", "PostgreSQL URL. Unset: `nobill dev` starts an embedded PostgreSQL; other commands refuse to start.", _database_url),
+    Setting("NOBILL_DB_APP_ROLE", "db_app_role", "nobill_app", "Role every application connection switches to; it owns nothing and cannot bypass row-level security.", _text),
+    Setting("NOBILL_DB_POOL_SIZE", "db_pool_size", "20", "Database connections per process.", _positive_int),
+    Setting("NOBILL_REDIS_URL", "redis_url", "", "Redis URL for the job queues. Unset: `nobill dev` starts an embedded Redis.", _redis_url),
+    Setting("NOBILL_GRPC_ADDR", "grpc_addr", "127.0.0.1:50051", "host:port the gRPC server listens on (port 0 picks a free one).", _address),
+    Setting("NOBILL_GRPC_THREADS", "grpc_threads", "32", "Worker threads per server process.", _positive_int),
+    Setting("NOBILL_GRPC_PROCESSES", "grpc_processes", "1", "Server processes sharing the port (SO_REUSEPORT).", _positive_int),
+    Setting("NOBILL_JWT_SECRET", "jwt_secret", "", "HS256 secret (32+ bytes) for verifying and minting tokens.", _optional_text),
+    Setting("NOBILL_JWT_JWKS_FILE", "jwt_jwks_file", "", "Path of a JWKS file with the RS256/ES256 public keys of the identity provider.", _optional_text),
+    Setting("NOBILL_JWT_ISSUER", "jwt_issuer", "nobill", "Required `iss` claim.", _text),
+    Setting("NOBILL_JWT_AUDIENCE", "jwt_audience", "nobill", "Required `aud` claim.", _text),
+    Setting("NOBILL_JWT_LEEWAY_SECONDS", "jwt_leeway_seconds", "30", "Clock skew allowed on `exp` and `nbf`.", _non_negative_int),
+    Setting("STRIPE_API_KEY", "stripe_api_key", "", "Stripe secret key. Unset: `nobill dev` starts the Stripe sandbox and uses a test key.", _stripe_key),
+    Setting("NOBILL_STRIPE_API_BASE", "stripe_api_base", "", "Stripe API base URL; set it to the sandbox's URL. Unset: Stripe's own.", _http_url),
+    Setting("NOBILL_STRIPE_WEBHOOK_SECRETS", "stripe_webhook_secrets", "", "Comma-separated `whsec_` signing secrets; any one may match (rotation).", _webhook_secrets),
+    Setting("NOBILL_DATA_DIR", "data_dir", ".nobill", "Where `nobill dev` keeps embedded PostgreSQL, Redis, sandbox state and dev.json.", _text),
+    Setting("NOBILL_LOG_LEVEL", "log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
+    Setting("NOBILL_LOG_FORMAT", "log_format", "json", "json (one object per line) or text.", _log_format),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    db_app_role: str = "nobill_app"
+    db_pool_size: int = 20
+    redis_url: str | None = None
+    grpc_addr: str = "127.0.0.1:50051"
+    grpc_threads: int = 32
+    grpc_processes: int = 1
+    jwt_secret: str | None = None
+    jwt_jwks_file: str | None = None
+    jwt_issuer: str = "nobill"
+    jwt_audience: str = "nobill"
+    jwt_leeway_seconds: int = 30
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    data_dir: str = ".nobill"
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every NOBILL_ setting; a bad value raises ConfigError naming it."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env, setting.default or "").strip()
+            values[setting.field] = setting.parse(setting.env, raw)
+        settings = cls(**values)
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", settings.db_app_role):
+            raise ConfigError("NOBILL_DB_APP_ROLE", "expected a lower-case PostgreSQL role name")
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def require(self, field: str) -> Any:
+        """The value of a setting this command cannot run without."""
+        value = getattr(self, field)
+        if value in (None, "", ()):
+            env = next(s.env for s in SETTINGS if s.field == field)
+            raise ConfigError(env, "is required by this command")
+        return value
+
+    def require_jwt_keys(self) -> None:
+        if not self.jwt_secret and not self.jwt_jwks_file:
+            raise ConfigError("NOBILL_JWT_SECRET", "set NOBILL_JWT_SECRET or NOBILL_JWT_JWKS_FILE")
+
+
+def log_level_number(settings: Settings) -> int:
+    return getattr(logging, settings.log_level)

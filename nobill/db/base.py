@@ -1,0 +1,19 @@
+"""The shared SQLAlchemy metadata; each domain declares its tables against it."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+metadata = MetaData(
+    naming_convention={
+        "pk": "%(table_name)s_pkey",
+        "uq": "%(table_name)s_%(column_0_N_name)s_key",
+        "fk": "%(table_name)s_%(column_0_N_name)s_fkey",
+        "ix": "%(table_name)s_%(column_0_N_name)s_idx",
+        "ck": "%(table_name)s_%(constraint_name)s_check",
+    }
+)
+
+# Tables shared by every tenant, on purpose: identities exist before and across orgs.
+# Everything else is org-scoped; tests/db/test_tenant_schema.py holds the line.
+GLOBAL_TABLES = frozenset({"users", "alembic_version"})

@@ -1,0 +1,73 @@
+"""Engine and connections. Every application connection runs as the app role, which
+owns nothing and cannot bypass row-level security."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from nobill.errors import ConfigError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Database:
+    engine: Engine
+    app_role: str
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> Database:
+    """An engine whose connections switch to `app_role`; checks that role cannot bypass RLS."""
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=10,
+        pool_recycle=1800,
+        connect_args={"application_name": "nobill", "connect_timeout": 5},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _switch_role(dbapi_connection, _record):  # noqa: ANN001 - SQLAlchemy callback
+        # NOTE: the login role may be a superuser (dev, CI). SET ROLE makes every statement
+        # run as the app role, so row-level security applies to it.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f'SET ROLE "{app_role}"')
+        dbapi_connection.commit()
+
+    database = Database(engine=engine, app_role=app_role)
+    check_app_role(database)
+    return database
+
+
+def check_app_role(database: Database) -> None:
+    """Refuse to run as a role that would see every tenant's rows."""
+    try:
+        with database.engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            ).one_or_none()
+    except OperationalError as error:
+        if "does not exist" in str(error) and database.app_role in str(error):
+            raise ConfigError(
+                "NOBILL_DB_APP_ROLE", f"role {database.app_role!r} does not exist; run `nobill migrate` first"
+            ) from None
+        raise Unavailable(f"cannot reach PostgreSQL: {error.orig}") from None
+    except Exception as error:  # psycopg raises ProgrammingError subclasses for SET ROLE failures
+        if database.app_role in str(error):
+            raise ConfigError(
+                "NOBILL_DB_APP_ROLE",
+                f"cannot switch to role {database.app_role!r} ({str(error).splitlines()[0]}); run `nobill migrate` "
+                "and grant the role to the login user",
+            ) from None
+        raise
+    if row is None or row.rolsuper or row.rolbypassrls:
+        raise ConfigError("NOBILL_DB_APP_ROLE", f"role {database.app_role!r} must not be a superuser or bypass RLS")

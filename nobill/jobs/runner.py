@@ -1,0 +1,40 @@
+"""Runs Dramatiq actors inside this process (`nobill worker`, and `nobill dev`)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+
+import dramatiq
+
+from nobill.config import Settings
+from nobill.jobs.actors import ACTOR_MODULES
+from nobill.jobs.broker import configure_broker
+
+log = logging.getLogger(__name__)
+
+
+def start_worker(redis_url: str, *, threads: int = 8) -> dramatiq.Worker:
+    """Configure the broker, register every actor and start consuming; returns the worker."""
+    broker = configure_broker(redis_url)
+    for module in ACTOR_MODULES:
+        importlib.import_module(module)
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=1000)
+    worker.start()
+    log.info("worker started", extra={"threads": threads, "actors": sorted(broker.get_declared_actors())})
+    return worker
+
+
+def run_worker(settings: Settings, *, threads: int) -> None:
+    """Run until SIGTERM/SIGINT, then finish the messages in hand and stop."""
+    worker = start_worker(settings.require("redis_url"), threads=threads)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    log.info("worker stopping")
+    worker.stop(timeout=30_000)
+    worker.broker.close()

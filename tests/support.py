@@ -1,0 +1,92 @@
+"""Helpers shared by tests: tokens and authenticated stubs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+
+from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def mint(
+    subject: str | None = None,
+    *,
+    email: str | None = None,
+    service: bool = False,
+    scopes: tuple[str, ...] = (),
+    orgs: tuple[str, ...] = (),
+    secret: str = TEST_SECRET,
+    **extra: Any,
+) -> str:
+    from nobill.auth.tokens import mint_token
+
+    return mint_token(
+        secret=secret,
+        issuer="nobill",
+        audience="nobill",
+        subject=subject or f"user-{uuid.uuid4().hex[:12]}",
+        email=email,
+        service=service,
+        scopes=scopes,
+        orgs=orgs,
+        **extra,
+    )
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+class _Bound:
+    """A stub whose methods send the caller's credentials."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", 15)
+            return method(request, metadata=self._metadata + tuple(kwargs.pop("metadata", ())), **kwargs)
+
+        return call
+
+
+class Client:
+    """Typed stubs for one caller."""
+
+    def __init__(self, channel: grpc.Channel, token: str | None, *, subject: str = "", email: str | None = None) -> None:
+        metadata = bearer(token) if token else ()
+        self.token = token
+        self.subject = subject
+        self.email = email
+        self.tenancy = _Bound(tenancy_pb2_grpc.TenancyServiceStub(channel), metadata)
+        self.billing = _Bound(billing_pb2_grpc.BillingServiceStub(channel), metadata)
+        self.usage = _Bound(usage_pb2_grpc.UsageServiceStub(channel), metadata)
+        self.audit = _Bound(audit_pb2_grpc.AuditServiceStub(channel), metadata)
+
+
+def new_user(channel: grpc.Channel, *, email: str | None = None) -> Client:
+    subject = f"user-{uuid.uuid4().hex[:12]}"
+    email = email or f"{subject}@example.com"
+    return Client(channel, mint(subject, email=email), subject=subject, email=email)
+
+
+def new_service(channel: grpc.Channel, *, scopes: tuple[str, ...], orgs: tuple[str, ...]) -> Client:
+    name = f"svc-{uuid.uuid4().hex[:8]}"
+    return Client(channel, mint(name, service=True, scopes=scopes, orgs=orgs), subject=name)
+
+
+def code_of(call: Any) -> grpc.StatusCode:
+    """The status code a call fails with (the call must fail)."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    raise AssertionError("the call succeeded; expected it to fail")
