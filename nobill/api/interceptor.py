@@ -190,7 +190,8 @@ class NobillInterceptor(grpc.ServerInterceptor):
         org_id = _org_id_of(request)
         # NOTE: the permission check and the work share one transaction, so a role
         # removed a moment ago cannot slip through between the check and the change.
-        with UnitOfWork(self._database, org_id=org_id) as uow:
+        member = principal.user_id if isinstance(principal, UserPrincipal) else None
+        with UnitOfWork(self._database, org_id=org_id, member_of_org=member) as uow:
             if self._authenticator is None:
                 grant: Grant | None = Grant(None, ORG_PERMISSIONS)
             else:

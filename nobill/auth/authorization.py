@@ -26,7 +26,11 @@ def grant_in_org(*, uow: UnitOfWork, principal: Principal) -> Grant | None:
         if not principal.may_act_for(uow.org_id or ""):
             return None
         return Grant(None, principal.org_permissions(uow.org_id or ""))
-    role = tenancy.role_of(uow=uow, user_id=principal.user_id)
+    # The interceptor asks the unit of work to read the role along with BEGIN.
+    if uow.member_of_org == principal.user_id:
+        role = Role(uow.member_role) if uow.member_role else None
+    else:
+        role = tenancy.role_of(uow=uow, user_id=principal.user_id)
     if role is None:
         return None
     return Grant(role, permissions_of(role))

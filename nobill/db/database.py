@@ -32,6 +32,11 @@ def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> D
         max_overflow=pool_size,
         pool_timeout=10,
         pool_recycle=1800,
+        # NOTE: transactions are opened and ended by the unit of work with explicit
+        # BEGIN/COMMIT/ROLLBACK (BEGIN travels with the tenant binding in one round trip),
+        # so the driver runs in autocommit and the pool need not roll back on check-in.
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,
         connect_args={"application_name": "nobill", "connect_timeout": 5},
     )
 
@@ -39,9 +44,9 @@ def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> D
     def _switch_role(dbapi_connection, _record):  # noqa: ANN001 - SQLAlchemy callback
         # NOTE: the login role may be a superuser (dev, CI). SET ROLE makes every statement
         # run as the app role, so row-level security applies to it.
+        dbapi_connection.autocommit = True
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f'SET ROLE "{app_role}"')
-        dbapi_connection.commit()
 
     database = Database(engine=engine, app_role=app_role)
     check_app_role(database)
@@ -55,6 +60,7 @@ def check_app_role(database: Database) -> None:
             row = connection.execute(
                 text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
             ).one_or_none()
+            quoting = connection.execute(text("SHOW standard_conforming_strings")).scalar_one()
     except OperationalError as error:
         if "does not exist" in str(error) and database.app_role in str(error):
             raise ConfigError(
@@ -69,5 +75,8 @@ def check_app_role(database: Database) -> None:
                 "and grant the role to the login user",
             ) from None
         raise
+    if quoting != "on":
+        # The unit of work quotes tenant ids itself and relies on it.
+        raise ConfigError("NOBILL_DATABASE_URL", "the server must run with standard_conforming_strings = on")
     if row is None or row.rolsuper or row.rolbypassrls:
         raise ConfigError("NOBILL_DB_APP_ROLE", f"role {database.app_role!r} must not be a superuser or bypass RLS")

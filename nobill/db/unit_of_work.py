@@ -11,9 +11,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
+from psycopg.pq import TransactionStatus
 from sqlalchemy.engine import Connection, Result
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import Executable
 
 from nobill.db.database import Database
@@ -21,42 +21,86 @@ from nobill.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-# NOTE: set_config(..., is_local => true) lasts until the transaction ends, so a pooled
-# connection never carries one tenant's setting into the next transaction.
-_BIND_TENANT = text("SELECT set_config('nobill.org_id', :org_id, true), set_config('nobill.user_id', :user_id, true)")
+
+def _literal(value: str) -> str:
+    """A SQL string literal. Safe because the server runs with standard_conforming_strings
+    (checked at connect), so only the quote character needs doubling."""
+    if "\x00" in value:
+        raise ValueError("NUL in a tenant id")
+    return "'" + value.replace("'", "''") + "'"
 
 
 class UnitOfWork:
     """A transaction scoped to `org_id` (reads and writes of that org's rows), or to
     `user_id` (read-only view of that user's memberships across orgs), or to neither
-    (only global tables such as users are visible)."""
+    (only global tables such as users are visible).
 
-    def __init__(self, database: Database, *, org_id: str | None = None, user_id: str | None = None) -> None:
+    `member_of_org`: a user id whose role in `org_id` is read in the same round trip as
+    BEGIN and the tenant binding (the per-call permission check), see `member_role`."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        org_id: str | None = None,
+        user_id: str | None = None,
+        member_of_org: str | None = None,
+    ) -> None:
+        assert member_of_org is None or org_id, "a membership lookup needs an org"
         self.database = database
         self.org_id = org_id
         self.user_id = user_id
+        self.member_role: str | None = None
+        self.member_of_org = member_of_org
         self.connection: Connection | None = None
         self._after_commit: list[Callable[[], Any]] = []
         self._committed = False
 
     def __enter__(self) -> UnitOfWork:
+        # NOTE: set_config(..., is_local => true) lasts until the transaction ends, so a
+        # pooled connection never carries one tenant's setting into the next transaction.
+        # BEGIN, the binding and the optional role lookup travel as one simple-protocol
+        # message: one round trip where three would otherwise be needed.
+        statements = (
+            "BEGIN; SELECT set_config('nobill.org_id', "
+            f"{_literal(self.org_id or '')}, true), set_config('nobill.user_id', {_literal(self.user_id or '')}, true)"
+        )
+        if self.member_of_org:
+            statements += f"; SELECT role FROM memberships WHERE user_id = {_literal(self.member_of_org)}"
         try:
             self.connection = self.database.engine.connect()
-            self.connection.begin()
-            self.connection.execute(_BIND_TENANT, {"org_id": self.org_id or "", "user_id": self.user_id or ""})
+            with self._driver().cursor() as cursor:
+                cursor.execute(statements)
+                if self.member_of_org:
+                    cursor.nextset()
+                    cursor.nextset()
+                    row = cursor.fetchone()
+                    self.member_role = row[0] if row else None
         except OperationalError as error:
             self._close()
             raise Unavailable("the database is unavailable; retry shortly") from error
+        except Exception as error:
+            if _is_connection_error(error):
+                self._close()
+                raise Unavailable("the database is unavailable; retry shortly") from error
+            self._close()
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         try:
             if not self._committed and self.connection is not None:
-                self.connection.rollback()
-        except DBAPIError:
+                self._driver().execute("ROLLBACK")
+        except Exception:  # a broken connection is discarded by the pool
             log.warning("rollback failed", exc_info=True)
+            if self.connection is not None:
+                self.connection.invalidate()
         finally:
             self._close()
+
+    def _driver(self) -> Any:
+        assert self.connection is not None, "unit of work used outside its `with` block"
+        return self.connection.connection.driver_connection
 
     def _close(self) -> None:
         if self.connection is not None:
@@ -72,11 +116,16 @@ class UnitOfWork:
         self._after_commit.append(callback)
 
     def commit(self) -> None:
-        assert self.connection is not None, "unit of work used outside its `with` block"
+        driver = self._driver()
+        if driver.info.transaction_status == TransactionStatus.INERROR:
+            # PostgreSQL would answer COMMIT with a silent ROLLBACK; never acknowledge that.
+            raise RuntimeError("commit of a failed transaction; an earlier statement's error was swallowed")
         try:
-            self.connection.commit()
-        except OperationalError as error:
-            raise Unavailable("the database is unavailable; the change was not saved, retry") from error
+            driver.execute("COMMIT")
+        except Exception as error:
+            if _is_connection_error(error):
+                raise Unavailable("the database is unavailable; the change was not saved, retry") from error
+            raise
         self._committed = True
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
@@ -88,3 +137,9 @@ class UnitOfWork:
     @property
     def committed(self) -> bool:
         return self._committed
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError) and not isinstance(error, psycopg.errors.QueryCanceled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from nobill import ids, pagination
@@ -177,9 +177,14 @@ def _organization_from_row(row, caller_role: Role | None) -> Organization:  # no
     )
 
 
+# Built once: these run on nearly every call.
+_GET_ORGANIZATION = _organization_query().where(organizations.c.org_id == bindparam("org_id"))
+_ROLE_OF = select(memberships.c.role).where(memberships.c.user_id == bindparam("user_id"))
+
+
 def get(*, uow: UnitOfWork, caller_role: Role | None = None) -> Organization:
     """The org the unit of work is bound to."""
-    row = uow.execute(_organization_query().where(organizations.c.org_id == uow.org_id)).one_or_none()
+    row = uow.execute(_GET_ORGANIZATION, {"org_id": uow.org_id}).one_or_none()
     if row is None:
         raise NotFound("organization not found")
     return _organization_from_row(row, caller_role)
@@ -212,7 +217,7 @@ def list_for_user(*, uow: UnitOfWork, page_size: int, page_token: str) -> tuple[
 
 def role_of(*, uow: UnitOfWork, user_id: str) -> Role | None:
     """The user's role in the bound org, or None if they are not a member."""
-    role = uow.execute(select(memberships.c.role).where(memberships.c.user_id == user_id)).scalar_one_or_none()
+    role = uow.execute(_ROLE_OF, {"user_id": user_id}).scalar_one_or_none()
     return Role(role) if role else None
 
 

@@ -1,0 +1,35 @@
+# The two commands README opens with: `make dev` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test gen lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing nobill with its dev tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+dev: $(STAMP)  ## start the whole platform on embedded defaults
+	$(BIN)/nobill dev
+
+test: $(STAMP)  ## run the full test suite (real PostgreSQL/Redis, embedded ones if none listen)
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+gen: $(STAMP)  ## regenerate gen/ from protos/
+	$(BIN)/python scripts/gen_protos.py
+
+lint: $(STAMP)  ## buf lint the contract
+	$(BIN)/buf lint
+
+bench: $(STAMP)  ## authenticated vs unauthenticated GetOrganization throughput
+	$(BIN)/python bench/auth_overhead.py
+
+clean:  ## remove the virtualenv and dev data
+	rm -rf $(VENV) .nobill

@@ -1,0 +1,238 @@
+"""The `nobill` command: help, configuration errors, tokens, migrations, serve and dev."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from nobill.auth.tokens import JwtSettings, TokenVerifier
+from nobill.v1 import tenancy_pb2
+from support import TEST_SECRET, Client, mint
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox"]
+
+
+def nobill(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "STRIPE_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "nobill.cli", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = nobill("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = nobill(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"usage: nobill {command}" in result.stdout
+
+
+def test_serve_without_a_database_names_the_setting() -> None:
+    result = nobill("serve")
+    assert result.returncode == 2
+    assert "NOBILL_DATABASE_URL" in result.stderr
+
+
+def test_serve_without_jwt_keys_names_the_setting(database_url: str) -> None:
+    result = nobill("serve", env={"NOBILL_DATABASE_URL": database_url, "NOBILL_GRPC_ADDR": "127.0.0.1:0"})
+    assert result.returncode == 2
+    assert "NOBILL_JWT_SECRET" in result.stderr
+
+
+def test_a_malformed_setting_stops_start_up_with_its_name() -> None:
+    result = nobill("serve", env={"NOBILL_GRPC_THREADS": "lots"})
+    assert result.returncode == 2 and "NOBILL_GRPC_THREADS" in result.stderr
+
+
+def test_token_mints_a_verifiable_service_token() -> None:
+    result = nobill(
+        "token", "--service", "--sub", "billing-sidecar", "--scope", "webhooks:ingest", "--org", "*",
+        env={"NOBILL_JWT_SECRET": TEST_SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    claims = TokenVerifier(JwtSettings(TEST_SECRET, None, "nobill", "nobill")).verify(result.stdout.strip())
+    assert claims["sub"] == "billing-sidecar" and claims["scope"] == "webhooks:ingest"
+    assert claims["nobill/principal"] == "service" and claims["nobill/orgs"] == ["*"]
+
+
+def test_token_without_a_secret_explains_what_to_set(tmp_path: Path) -> None:
+    result = nobill("token", env={"NOBILL_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2 and "NOBILL_JWT_SECRET" in result.stderr
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(postgres_admin_url: str) -> None:
+    from conftest import _with_database
+
+    name = f"nobill_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(postgres_admin_url, name)
+    try:
+        for _ in range(2):
+            result = nobill("migrate", env={"NOBILL_DATABASE_URL": url})
+            assert result.returncode == 0, result.stderr
+        with psycopg.connect(url) as connection:
+            assert connection.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _create_org(address: str, token: str) -> tenancy_pb2.Organization:
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        client = Client(channel, token)
+        return client.tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name="CLI Co")).organization
+
+
+@pytest.mark.e2e
+def test_serve_runs_several_processes_on_one_port_and_stops_on_sigterm(database_url: str) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
+        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET,
+             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        org = _create_org(f"127.0.0.1:{port}", mint())
+        assert org.id.startswith("org_")
+        # Several connections spread over both processes; all are served.
+        for _ in range(6):
+            assert _create_org(f"127.0.0.1:{port}", mint()).id
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    pids = {json.loads(line).get("pid") for line in stderr.splitlines() if line.startswith("{") and '"serving"' in line}
+    assert len(pids - {None}) == 2, stderr
+
+
+def test_stopping_the_server_lets_in_flight_calls_finish(settings, database, monkeypatch) -> None:
+    import threading
+
+    from nobill.api.server import build_server
+    from nobill.api.tenancy_servicer import TenancyServicer
+
+    original = TenancyServicer.GetMyPermissions
+
+    def slow(self, request, context):  # noqa: ANN001
+        time.sleep(1.0)
+        return original(self, request, context)
+
+    monkeypatch.setattr(TenancyServicer, "GetMyPermissions", slow)
+    running = build_server(settings, database)
+    token = mint()
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        client = Client(channel, token)
+        org = client.tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name="Drain")).organization
+        outcome: dict = {}
+
+        def call() -> None:
+            try:
+                outcome["response"] = client.tenancy.GetMyPermissions(tenancy_pb2.GetMyPermissionsRequest(org_id=org.id))
+            except grpc.RpcError as error:  # pragma: no cover - reported below
+                outcome["error"] = error.code()
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        time.sleep(0.3)
+        running.stop(grace=5)
+        thread.join(10)
+    assert "error" not in outcome, outcome
+    assert "members:manage" in outcome["response"].permissions
+
+
+def _run_dev(tmp_path: Path, env: dict[str, str]) -> tuple[dict, subprocess.Popen]:
+    ready = tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nobill.cli", "dev", "--data-dir", str(tmp_path / "data"), "--addr", "127.0.0.1:0",
+         "--ready-file", str(ready)],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "STRIPE_"))}, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        _wait_for(lambda: ready.exists() or process.poll() is not None, timeout=120, what="nobill dev")
+    except AssertionError:
+        process.kill()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(f"nobill dev exited: {process.communicate()[1]}")
+    return json.loads(Path(ready.read_text()).read_text()), process
+
+
+def _stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    return stdout
+
+
+@pytest.mark.e2e
+def test_dev_uses_configured_servers_and_writes_dev_json(tmp_path: Path, database_url: str, redis_url: str) -> None:
+    info, process = _run_dev(tmp_path, {"NOBILL_DATABASE_URL": database_url, "NOBILL_REDIS_URL": redis_url})
+    try:
+        assert info["database_url"].endswith(database_url.rsplit("/", 1)[1])
+        assert info["stripe_api_base"].startswith("http://127.0.0.1:")
+        org = _create_org(info["grpc_addr"], info["token"])
+        assert org.subscription_status == 1  # trialing
+    finally:
+        stdout = _stop(process)
+    assert info["grpc_addr"] in stdout and info["token"] in stdout
+
+
+@pytest.mark.e2e
+def test_dev_starts_everything_embedded_and_keeps_data_across_restarts(tmp_path: Path) -> None:
+    info, process = _run_dev(tmp_path, {})
+    try:
+        assert "host=" in info["database_url"] and info["redis_url"].startswith("unix://")
+        org_id = _create_org(info["grpc_addr"], info["token"]).id
+    finally:
+        _stop(process)
+    (tmp_path / "ready").unlink()
+    info, process = _run_dev(tmp_path, {})
+    try:
+        with grpc.insecure_channel(info["grpc_addr"]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            got = Client(channel, info["token"]).tenancy.GetOrganization(tenancy_pb2.GetOrganizationRequest(org_id=org_id))
+            assert got.organization.name == "CLI Co"
+    finally:
+        _stop(process)
