@@ -22,4 +22,4 @@ def new_id(prefix: str) -> str:
 
 
 def is_valid(prefix: str, value: str) -> bool:
-    return bool(_PATTERNS[prefix].match(value))
+    return bool(_PATTERNS[prefix].fullmatch(value))

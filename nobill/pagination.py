@@ -11,7 +11,7 @@ from typing import Any
 from nobill.errors import InvalidArgument
 
 
-def page_size(requested: int, *, default: int = 50, maximum: int = 500) -> int:
+def clamp_page_size(requested: int, *, default: int = 50, maximum: int = 500) -> int:
     """AIP-158: 0 means the default, larger than the maximum is lowered to it."""
     if requested < 0:
         raise InvalidArgument("page_size must not be negative", field="page_size")
@@ -42,6 +42,38 @@ def decode(token: str, query: str) -> Any | None:
         raise InvalidArgument("page_token is not valid", field="page_token") from None
     if not isinstance(payload, dict) or "p" not in payload:
         raise InvalidArgument("page_token is not valid", field="page_token")
+    position = payload["p"]
+    if position is None or isinstance(position, bool):
+        raise InvalidArgument("page_token is not valid", field="page_token")
+    if isinstance(position, str) and (len(position) > 256 or not position.isprintable()):
+        raise InvalidArgument("page_token is not valid", field="page_token")
+    if isinstance(position, int) and not 0 <= position < 2**63:
+        raise InvalidArgument("page_token is not valid", field="page_token")
     if payload.get("q") != query:
         raise InvalidArgument("page_token belongs to a different query; start again without it", field="page_token")
     return payload["p"]
+
+
+def fetch_page(
+    uow: Any,
+    statement: Any,
+    *,
+    key: Any,
+    key_type: type,
+    page_size: int,
+    page_token: str,
+    query: str,
+    descending: bool = False,
+) -> tuple[list[Any], str]:
+    """Keyset pagination: rows of `statement` ordered by the unique column `key`, after
+    the position in `page_token`; returns (rows, next page token or "")."""
+    size = clamp_page_size(page_size)
+    after = decode(page_token, query)
+    if after is not None:
+        if not isinstance(after, key_type):
+            raise InvalidArgument("page_token is not valid", field="page_token")
+        statement = statement.where(key < after if descending else key > after)
+    statement = statement.order_by(key.desc() if descending else key.asc()).limit(size + 1)
+    rows = uow.execute(statement).all()
+    page = rows[:size]
+    return page, encode(getattr(page[-1], key.key), query) if len(rows) > size else ""

@@ -20,6 +20,8 @@ from nobill.config import Settings
 from support import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
+# NOBILL_TEST_EMBEDDED=1 exercises the no-servers path on a machine that has servers.
+FORCE_EMBEDDED = os.environ.get("NOBILL_TEST_EMBEDDED") == "1"
 
 
 def _listening(host: str, port: int) -> bool:
@@ -35,7 +37,7 @@ def _admin_postgres_url() -> tuple[str, Any]:
     configured = os.environ.get("NOBILL_TEST_DATABASE_URL")
     if configured:
         return configured, None
-    if _listening("127.0.0.1", 5432):
+    if not FORCE_EMBEDDED and _listening("127.0.0.1", 5432):
         return "postgresql://postgres@127.0.0.1:5432/postgres", None
     from nobill.embedded import start_postgres
 
@@ -48,7 +50,7 @@ def _redis_url() -> tuple[str, Any]:
     configured = os.environ.get("NOBILL_TEST_REDIS_URL")
     if configured:
         return configured, None
-    if _listening("127.0.0.1", 6379):
+    if not FORCE_EMBEDDED and _listening("127.0.0.1", 6379):
         return "redis://127.0.0.1:6379/15", None
     from nobill.embedded import start_redis
 

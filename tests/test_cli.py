@@ -82,6 +82,27 @@ def test_a_malformed_setting_stops_start_up_with_its_name() -> None:
     assert result.returncode == 2 and "NOBILL_GRPC_THREADS" in result.stderr
 
 
+def test_worker_without_redis_names_the_setting() -> None:
+    result = nobill("worker")
+    assert result.returncode == 2 and "NOBILL_REDIS_URL" in result.stderr
+
+
+@pytest.mark.e2e
+def test_worker_starts_and_stops_on_sigterm(redis_url: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nobill.cli", "worker", "--threads", "1"],
+        env={**os.environ, "NOBILL_REDIS_URL": redis_url, "NOBILL_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    lines: list[str] = []
+    _wait_for(lambda: bool(lines.append(process.stderr.readline()) or "worker started" in lines[-1]), timeout=30,
+              what="worker start")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "worker stopping" in stderr
+
+
 def test_token_mints_a_verifiable_service_token() -> None:
     result = nobill(
         "token", "--service", "--sub", "billing-sidecar", "--scope", "webhooks:ingest", "--org", "*",

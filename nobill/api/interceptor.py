@@ -3,6 +3,7 @@ typed errors → call log. Every NOBill RPC passes through it."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -223,16 +224,30 @@ class NobillInterceptor(grpc.ServerInterceptor):
         return call
 
     def _authorized_requests(self, rule: AccessRule, principal: Principal, requests: Iterator[Any]) -> Iterator[Any]:
-        """Each streamed message names its org; check access once per org per stream."""
+        """Each streamed message names its org; check access once per org per stream. The
+        first message is checked before the handler runs, so a handler that never reads
+        the stream still cannot be reached without permission."""
         allowed: set[str] = set()
-        for request in requests:
+
+        def check(request: Any) -> Any:
             org_id = _org_id_of(request)
             if org_id not in allowed:
-                with UnitOfWork(self._database, org_id=org_id) as uow:
-                    grant = Grant(None, ORG_PERMISSIONS) if self._authenticator is None else grant_in_org(uow=uow, principal=principal)
+                member = principal.user_id if isinstance(principal, UserPrincipal) else None
+                with UnitOfWork(self._database, org_id=org_id, member_of_org=member) as uow:
+                    grant = (
+                        Grant(None, ORG_PERMISSIONS)
+                        if self._authenticator is None
+                        else grant_in_org(uow=uow, principal=principal)
+                    )
                 _check_org_access(rule, principal, grant, org_id)
                 allowed.add(org_id)
-            yield request
+            return request
+
+        first = next(requests, None)
+        if first is None:
+            return iter(())
+        check(first)
+        return itertools.chain([first], (check(request) for request in requests))
 
 
 def _status_of_base(error: DomainError) -> grpc.StatusCode:

@@ -3,6 +3,7 @@ hash-chained per org, verified on demand."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -45,36 +46,24 @@ class ChainReport:
     reason: str
 
 
-def compute_hash(
-    *,
-    org_id: str,
-    sequence: int,
-    actor: Actor,
-    action: str,
-    target_type: str,
-    target_id: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    request_id: str,
-    created_at: dt.datetime,
-    previous_hash: str,
-) -> str:
-    """SHA-256 over a canonical JSON form of the event and the previous event's hash."""
+def compute_hash(event: AuditEvent) -> str:
+    """SHA-256 over a canonical JSON form of the event (its own `hash` aside) and the
+    previous event's hash."""
     canonical = json.dumps(
         [
-            org_id,
-            sequence,
-            actor.type.value,
-            actor.id,
-            actor.display_name,
-            action,
-            target_type,
-            target_id,
-            before,
-            after,
-            request_id,
-            created_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
-            previous_hash,
+            event.org_id,
+            event.sequence,
+            event.actor.type.value,
+            event.actor.id,
+            event.actor.display_name,
+            event.action,
+            event.target_type,
+            event.target_id,
+            event.before,
+            event.after,
+            event.request_id,
+            event.created_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+            event.previous_hash,
         ],
         sort_keys=True,
         separators=(",", ":"),
@@ -108,11 +97,9 @@ def record(
         .where(audit_chain_heads.c.org_id == org_id)
         .with_for_update()
     ).one()
-    sequence = head.last_sequence + 1
-    created_at = dt.datetime.now(dt.timezone.utc)
-    fields = dict(
+    unsigned = AuditEvent(
         org_id=org_id,
-        sequence=sequence,
+        sequence=head.last_sequence + 1,
         actor=context.actor,
         action=action,
         target_type=target_type,
@@ -120,34 +107,35 @@ def record(
         before=before,
         after=after,
         request_id=context.request_id,
-        created_at=created_at,
+        created_at=dt.datetime.now(dt.timezone.utc),
         previous_hash=head.last_hash,
+        hash="",
     )
-    event_hash = compute_hash(**fields)
+    event = dataclasses.replace(unsigned, hash=compute_hash(unsigned))
     uow.execute(
         insert(audit_events).values(
-            org_id=org_id,
-            sequence=sequence,
-            actor_type=context.actor.type.value,
-            actor_id=context.actor.id,
-            actor_display=context.actor.display_name,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            before=before,
-            after=after,
-            request_id=context.request_id,
-            created_at=created_at,
-            previous_hash=head.last_hash,
-            hash=event_hash,
+            org_id=event.org_id,
+            sequence=event.sequence,
+            actor_type=event.actor.type.value,
+            actor_id=event.actor.id,
+            actor_display=event.actor.display_name,
+            action=event.action,
+            target_type=event.target_type,
+            target_id=event.target_id,
+            before=event.before,
+            after=event.after,
+            request_id=event.request_id,
+            created_at=event.created_at,
+            previous_hash=event.previous_hash,
+            hash=event.hash,
         )
     )
     uow.execute(
         update(audit_chain_heads)
         .where(audit_chain_heads.c.org_id == org_id)
-        .values(last_sequence=sequence, last_hash=event_hash)
+        .values(last_sequence=event.sequence, last_hash=event.hash)
     )
-    return AuditEvent(hash=event_hash, **fields)
+    return event
 
 
 def _from_row(row: Any) -> AuditEvent:
@@ -179,16 +167,10 @@ def list_(
 ) -> tuple[list[AuditEvent], str]:
     """A page of the org's events, filtered by action and time range; returns (events, next token)."""
     for action in actions:
-        if not action or len(action) > 100:
-            raise InvalidArgument("each action filter must be 1 to 100 characters", field="actions")
+        if not action or len(action) > 100 or not action.isprintable():
+            raise InvalidArgument("each action filter must be 1 to 100 printable characters", field="actions")
     if start_time and end_time and start_time >= end_time:
         raise InvalidArgument("start_time must be before end_time", field="start_time")
-    size = pagination.page_size(page_size)
-    query = pagination.fingerprint("audit", uow.org_id, sorted(actions), start_time, end_time, oldest_first)
-    after_sequence = pagination.decode(page_token, query)
-    if after_sequence is not None and not isinstance(after_sequence, int):
-        raise InvalidArgument("page_token is not valid", field="page_token")
-
     conditions = []
     if actions:
         conditions.append(audit_events.c.action.in_(actions))
@@ -196,15 +178,17 @@ def list_(
         conditions.append(audit_events.c.created_at >= start_time)
     if end_time:
         conditions.append(audit_events.c.created_at < end_time)
-    if after_sequence is not None:
-        conditions.append(
-            audit_events.c.sequence > after_sequence if oldest_first else audit_events.c.sequence < after_sequence
-        )
-    order = audit_events.c.sequence.asc() if oldest_first else audit_events.c.sequence.desc()
-    rows = uow.execute(select(audit_events).where(and_(True, *conditions)).order_by(order).limit(size + 1)).all()
-    events = [_from_row(row) for row in rows[:size]]
-    next_token = pagination.encode(events[-1].sequence, query) if len(rows) > size else ""
-    return events, next_token
+    rows, next_token = pagination.fetch_page(
+        uow,
+        select(audit_events).where(and_(True, *conditions)),
+        key=audit_events.c.sequence,
+        key_type=int,
+        page_size=page_size,
+        page_token=page_token,
+        query=pagination.fingerprint("audit", uow.org_id, sorted(actions), start_time, end_time, oldest_first),
+        descending=not oldest_first,
+    )
+    return [_from_row(row) for row in rows], next_token
 
 
 def verify_chain(*, uow: UnitOfWork) -> ChainReport:
@@ -227,20 +211,7 @@ def verify_chain(*, uow: UnitOfWork) -> ChainReport:
                 return ChainReport(False, checked, expected_sequence, f"event {expected_sequence} is missing")
             if event.previous_hash != expected_previous:
                 return ChainReport(False, checked, event.sequence, "previous_hash does not match the event before it")
-            recomputed = compute_hash(
-                org_id=event.org_id,
-                sequence=event.sequence,
-                actor=event.actor,
-                action=event.action,
-                target_type=event.target_type,
-                target_id=event.target_id,
-                before=event.before,
-                after=event.after,
-                request_id=event.request_id,
-                created_at=event.created_at,
-                previous_hash=event.previous_hash,
-            )
-            if recomputed != event.hash:
+            if compute_hash(event) != event.hash:
                 return ChainReport(False, checked, event.sequence, "content does not match its hash")
             checked += 1
             expected_previous = event.hash

@@ -39,6 +39,9 @@ class Authenticator:
         if is_service_token(claims):
             return service_from_claims(claims)
         subject = claims["sub"]
+        if len(subject) > 255 or not subject.isprintable():
+            log.info("token refused", extra={"reason": "sub is too long or not printable"})
+            raise Unauthenticated()
         email = claims.get("email") if isinstance(claims.get("email"), str) else None
         return UserPrincipal(self._user_id(subject, email), subject, email)
 

@@ -20,7 +20,7 @@ def normalize(email: str, *, field: str = "email") -> str:
         raise InvalidArgument("email is required", field=field)
     if len(value) > 254:
         raise InvalidArgument("email must be at most 254 characters", field=field)
-    if not _EMAIL.match(value) or ".." in value.split("@")[0]:
+    if not _EMAIL.fullmatch(value) or ".." in value.split("@")[0]:
         raise InvalidArgument(f"{value!r} is not a valid email address", field=field)
     # NOTE: local parts are case-sensitive in theory, never in practice; one person
     # typing their address two ways must not become two users.

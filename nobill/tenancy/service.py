@@ -191,25 +191,18 @@ def get(*, uow: UnitOfWork, caller_role: Role | None = None) -> Organization:
 
 
 def list_for_user(*, uow: UnitOfWork, page_size: int, page_token: str) -> tuple[list[Organization], str]:
-    """The orgs of the user the unit of work is bound to, oldest first."""
-    size = pagination.page_size(page_size)
-    query_id = pagination.fingerprint("organizations", uow.user_id)
-    after = pagination.decode(page_token, query_id)
+    """The orgs of the user the unit of work is bound to, ordered by id."""
     statement = (
         _organization_query()
         .add_columns(memberships.c.role)
         .join(memberships, memberships.c.org_id == organizations.c.org_id)
         .where(memberships.c.user_id == uow.user_id)
-        .order_by(organizations.c.org_id)
-        .limit(size + 1)
     )
-    if after is not None:
-        if not isinstance(after, str):
-            raise InvalidArgument("page_token is not valid", field="page_token")
-        statement = statement.where(organizations.c.org_id > after)
-    rows = uow.execute(statement).all()
-    found = [_organization_from_row(row, Role(row.role)) for row in rows[:size]]
-    return found, pagination.encode(found[-1].org_id, query_id) if len(rows) > size else ""
+    rows, next_token = pagination.fetch_page(
+        uow, statement, key=organizations.c.org_id, key_type=str, page_size=page_size, page_token=page_token,
+        query=pagination.fingerprint("organizations", uow.user_id),
+    )
+    return [_organization_from_row(row, Role(row.role)) for row in rows], next_token
 
 
 # --- memberships -------------------------------------------------------------------
@@ -292,10 +285,10 @@ def update_member_role(
     """Change a member's role; the org always keeps at least one Owner."""
     _lock_membership_changes(uow)
     member = _member(uow, user_id)
-    if member.role is role:
-        return member
     if Role.OWNER in (member.role, role):
         _require_owner_rights(actor_permissions)
+    if member.role is role:
+        return member
     if member.role is Role.OWNER and _owner_count(uow) <= 1:
         raise FailedPrecondition("an organization must keep at least one Owner; make someone else Owner first")
     uow.execute(update(memberships).where(memberships.c.user_id == user_id).values(role=role.value))
@@ -332,19 +325,11 @@ def remove_member(*, uow: UnitOfWork, context: AuditContext, actor_permissions: 
 
 def list_members(*, uow: UnitOfWork, page_size: int, page_token: str) -> tuple[list[Member], str]:
     """Members of the bound org, ordered by user id."""
-    size = pagination.page_size(page_size)
-    query_id = pagination.fingerprint("members", uow.org_id)
-    after = pagination.decode(page_token, query_id)
-    statement = (
-        select(memberships.c.user_id, memberships.c.role, memberships.c.created_at, users.c.email)
-        .join(users, users.c.user_id == memberships.c.user_id)
-        .order_by(memberships.c.user_id)
-        .limit(size + 1)
+    statement = select(memberships.c.user_id, memberships.c.role, memberships.c.created_at, users.c.email).join(
+        users, users.c.user_id == memberships.c.user_id
     )
-    if after is not None:
-        if not isinstance(after, str):
-            raise InvalidArgument("page_token is not valid", field="page_token")
-        statement = statement.where(memberships.c.user_id > after)
-    rows = uow.execute(statement).all()
-    found = [Member(r.user_id, r.email, Role(r.role), r.created_at) for r in rows[:size]]
-    return found, pagination.encode(found[-1].user_id, query_id) if len(rows) > size else ""
+    rows, next_token = pagination.fetch_page(
+        uow, statement, key=memberships.c.user_id, key_type=str, page_size=page_size, page_token=page_token,
+        query=pagination.fingerprint("members", uow.org_id),
+    )
+    return [Member(r.user_id, r.email, Role(r.role), r.created_at) for r in rows], next_token
