@@ -8,22 +8,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nobill.api.server import build_server, serve_until_signalled
+from nobill.api.server import build_server, serve_until
 from nobill.config import Settings
 from nobill.db.database import connect
 from nobill.logs import configure_logging
+from nobill.shutdown import stop_requested
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-auth", action="store_true", help="skip token verification and permission checks")
     args = parser.parse_args()
+    stop = stop_requested()
     settings = Settings.from_env()
     configure_logging("WARNING", "json")
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     running = build_server(settings, database, authentication=not args.no_auth)
     print(running.port, flush=True)
-    serve_until_signalled(running, grace=2)
+    serve_until(stop, running, grace=2)
     return 0
 
 

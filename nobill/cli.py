@@ -14,6 +14,7 @@ from pathlib import Path
 from nobill.config import Settings
 from nobill.errors import ConfigError, Unavailable
 from nobill.logs import configure_logging
+from nobill.shutdown import stop_requested
 
 log = logging.getLogger("nobill.cli")
 
@@ -27,15 +28,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     processes = args.processes or settings.grpc_processes
     if processes > 1:
         return _serve_processes(settings, processes)
-    from nobill.api.server import build_server, serve_until_signalled
+    from nobill.api.server import build_server, serve_until
     from nobill.db.database import connect
 
+    stop = stop_requested()
     database = connect(
         settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size
     )
     running = build_server(settings, database)
     log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port, "pid": os.getpid()})
-    serve_until_signalled(running)
+    serve_until(stop, running)
     database.dispose()
     return 0
 
@@ -46,10 +48,7 @@ def _serve_processes(settings: Settings, processes: int) -> int:
     if settings.grpc_addr.endswith(":0"):
         raise ConfigError("NOBILL_GRPC_ADDR", "several processes need a fixed port, not 0")
     env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}
-    children = [
-        subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env) for _ in range(processes)
-    ]
-    log.info("serving", extra={"addr": settings.grpc_addr, "processes": processes, "pids": [c.pid for c in children]})
+    children: list[subprocess.Popen] = []
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -58,6 +57,10 @@ def _serve_processes(settings: Settings, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    children.extend(
+        subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env) for _ in range(processes)
+    )
+    log.info("serving", extra={"addr": settings.grpc_addr, "processes": processes, "pids": [c.pid for c in children]})
     codes = [child.wait() for child in children]
     return max(codes, key=abs)
 

@@ -6,13 +6,12 @@ import json
 import logging
 import os
 import secrets
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
 from nobill.config import Settings
+from nobill.shutdown import stop_requested
 
 log = logging.getLogger("nobill.dev")
 
@@ -96,6 +95,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     from nobill.db.database import connect
     from nobill.jobs.runner import start_worker
 
+    stop = stop_requested()
     settings, keep = prepare(settings)
     database = connect(settings.database_url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     running = build_server(settings, database)
@@ -121,10 +121,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     if ready_file:
         Path(ready_file).write_text(str(dev_json))
 
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    stopping.wait()
+    stop.wait()
     print("stopping...", flush=True)
     running.stop(grace=5)
     worker.stop(timeout=10_000)

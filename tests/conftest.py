@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from nobill.config import Settings
-from support import TEST_SECRET
+from support import TEST_SECRET, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 # NOBILL_TEST_EMBEDDED=1 exercises the no-servers path on a machine that has servers.
@@ -59,14 +59,6 @@ def _redis_url() -> tuple[str, Any]:
     return url, handle
 
 
-def _with_database(url: str, name: str) -> str:
-    """The same server URL pointing at database `name` (TCP or unix-socket URLs)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     url, handle = _admin_postgres_url()
@@ -83,7 +75,7 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
     name = f"nobill_test_{worker}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(postgres_admin_url, name)
+    url = with_database(postgres_admin_url, name)
     upgrade(Settings.from_env({"NOBILL_DATABASE_URL": url}).database_url)
     yield url
     with psycopg.connect(postgres_admin_url, autocommit=True) as connection:

@@ -90,3 +90,10 @@ def code_of(call: Any) -> grpc.StatusCode:
     except grpc.RpcError as error:
         return error.code()
     raise AssertionError("the call succeeded; expected it to fail")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at database `name` (TCP or unix-socket URLs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))

@@ -18,7 +18,7 @@ import pytest
 
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.v1 import tenancy_pb2
-from support import TEST_SECRET, Client, mint
+from support import TEST_SECRET, Client, mint, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox"]
@@ -120,12 +120,10 @@ def test_token_without_a_secret_explains_what_to_set(tmp_path: Path) -> None:
 
 
 def test_migrate_creates_the_schema_and_is_idempotent(postgres_admin_url: str) -> None:
-    from conftest import _with_database
-
     name = f"nobill_migrate_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(postgres_admin_url, name)
+    url = with_database(postgres_admin_url, name)
     try:
         for _ in range(2):
             result = nobill("migrate", env={"NOBILL_DATABASE_URL": url})

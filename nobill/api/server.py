@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -91,16 +90,9 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     return RunningServer(server, port, health_servicer)
 
 
-def serve_until_signalled(running: RunningServer, *, grace: float = 10.0) -> None:
-    """Block until SIGTERM/SIGINT, then drain in-flight calls and stop."""
-    stopping = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("shutting down", extra={"signal": signal.Signals(signum).name, "grace_seconds": grace})
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    stopping.wait()
+def serve_until(stop: threading.Event, running: RunningServer, *, grace: float = 10.0) -> None:
+    """Block until `stop` is set, then drain in-flight calls and stop."""
+    stop.wait()
+    log.info("shutting down", extra={"grace_seconds": grace})
     running.stop(grace)
     log.info("stopped")

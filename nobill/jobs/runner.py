@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import signal
-import threading
 
 import dramatiq
 
 from nobill.config import Settings
 from nobill.jobs.actors import ACTOR_MODULES
 from nobill.jobs.broker import configure_broker
+from nobill.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,9 @@ def start_worker(redis_url: str, *, threads: int = 8) -> dramatiq.Worker:
 
 def run_worker(settings: Settings, *, threads: int) -> None:
     """Run until SIGTERM/SIGINT, then finish the messages in hand and stop."""
+    stop = stop_requested()
     worker = start_worker(settings.require("redis_url"), threads=threads)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    stopping.wait()
+    stop.wait()
     log.info("worker stopping")
     worker.stop(timeout=30_000)
     worker.broker.close()
