@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def _admin_postgres_url() -> tuple[str, Any]:
     from nobill.embedded import start_postgres
 
     handle, url = start_postgres(Path(tempfile.gettempdir()) / "nobill-test-embedded")
-    print(f"\n[tests] no PostgreSQL on 127.0.0.1:5432: using embedded PostgreSQL ({url})")
+    sys.__stderr__.write(f"\n[tests] no PostgreSQL on 127.0.0.1:5432: using embedded PostgreSQL ({url})\n")
     return url, handle
 
 
@@ -55,7 +56,7 @@ def _redis_url() -> tuple[str, Any]:
     from nobill.embedded import start_redis
 
     handle, url = start_redis(Path(tempfile.mkdtemp(prefix="nobill-test-redis-")))
-    print(f"\n[tests] no Redis on 127.0.0.1:6379: using embedded Redis ({url})")
+    sys.__stderr__.write(f"\n[tests] no Redis on 127.0.0.1:6379: using embedded Redis ({url})\n")
     return url, handle
 
 
