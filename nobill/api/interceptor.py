@@ -101,12 +101,22 @@ class NobillInterceptor(grpc.ServerInterceptor):
         self._rules = rules
         self._database = database
         self._authenticator = authenticator  # None: authentication off (benchmarks only)
+        # Wrapped handlers are built once per method, not on every call.
+        self._wrapped: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(handler_call_details)
         if handler is None or method.lstrip("/").startswith(OPEN_SERVICES):
             return handler
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         rule = self._rules.get(method)
         if rule is None:
             # A service registered without a contract rule must not be reachable.
@@ -132,7 +142,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
     def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
         metadata = _metadata(context)
         request_id = metadata.get("x-request-id", "")
-        if not _REQUEST_ID.match(request_id):
+        if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         context.set_trailing_metadata((("x-request-id", request_id),))
         if self._authenticator is None:

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from psycopg.pq import TransactionStatus
+from psycopg.rows import namedtuple_row
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import Executable
 
+from nobill.db.compiled import CompiledQuery
 from nobill.db.database import Database
 from nobill.errors import Unavailable
 
@@ -110,6 +112,12 @@ class UnitOfWork:
     def execute(self, statement: Executable, parameters: Any = None) -> Result:
         assert self.connection is not None, "unit of work used outside its `with` block"
         return self.connection.execute(statement, parameters)
+
+    def fetch_one(self, query: CompiledQuery, parameters: dict[str, Any]) -> Any | None:
+        """The first row of a compiled query (attributes named like its columns), or None."""
+        with self._driver().cursor(row_factory=namedtuple_row) as cursor:
+            cursor.execute(query.sql, parameters)
+            return cursor.fetchone()
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run `callback` once the transaction has committed (e.g. enqueue a job)."""

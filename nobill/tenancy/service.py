@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Text, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from nobill import ids, pagination
@@ -14,6 +14,7 @@ from nobill.audit.actors import AuditContext
 from nobill.auth.permissions import Role
 from nobill.billing import plans
 from nobill.billing.tables import subscriptions
+from nobill.db.compiled import CompiledQuery
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from nobill.tenancy import emails
@@ -178,13 +179,13 @@ def _organization_from_row(row, caller_role: Role | None) -> Organization:  # no
 
 
 # Built once: these run on nearly every call.
-_GET_ORGANIZATION = _organization_query().where(organizations.c.org_id == bindparam("org_id"))
+_GET_ORGANIZATION = CompiledQuery(_organization_query().where(organizations.c.org_id == bindparam("org_id", type_=Text)))
 _ROLE_OF = select(memberships.c.role).where(memberships.c.user_id == bindparam("user_id"))
 
 
 def get(*, uow: UnitOfWork, caller_role: Role | None = None) -> Organization:
     """The org the unit of work is bound to."""
-    row = uow.execute(_GET_ORGANIZATION, {"org_id": uow.org_id}).one_or_none()
+    row = uow.fetch_one(_GET_ORGANIZATION, {"org_id": uow.org_id})
     if row is None:
         raise NotFound("organization not found")
     return _organization_from_row(row, caller_role)
