@@ -168,6 +168,16 @@ class NobillInterceptor(grpc.ServerInterceptor):
             log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
         context.abort(code, message)
 
+    def _unit_of_work(self, org_id: str, principal: Principal) -> UnitOfWork:
+        """A unit of work for the org that also reads a user caller's role in it."""
+        member = principal.user_id if isinstance(principal, UserPrincipal) else None
+        return UnitOfWork(self._database, org_id=org_id, member_of_org=member)
+
+    def _grant(self, uow: UnitOfWork, principal: Principal) -> Grant | None:
+        if self._authenticator is None:
+            return Grant(None, ORG_PERMISSIONS)
+        return grant_in_org(uow=uow, principal=principal)
+
     # --- unary -----------------------------------------------------------------------
 
     def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
@@ -201,13 +211,8 @@ class NobillInterceptor(grpc.ServerInterceptor):
         org_id = _org_id_of(request)
         # NOTE: the permission check and the work share one transaction, so a role
         # removed a moment ago cannot slip through between the check and the change.
-        member = principal.user_id if isinstance(principal, UserPrincipal) else None
-        with UnitOfWork(self._database, org_id=org_id, member_of_org=member) as uow:
-            if self._authenticator is None:
-                grant: Grant | None = Grant(None, ORG_PERMISSIONS)
-            else:
-                grant = grant_in_org(uow=uow, principal=principal)
-            grant = _check_org_access(rule, principal, grant, org_id)
+        with self._unit_of_work(org_id, principal) as uow:
+            grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
             response = behavior(request, CallContext(context, principal, request_id, self._database, uow, grant))
             if not uow.committed:
                 uow.commit()
@@ -242,14 +247,8 @@ class NobillInterceptor(grpc.ServerInterceptor):
         def check(request: Any) -> Any:
             org_id = _org_id_of(request)
             if org_id not in allowed:
-                member = principal.user_id if isinstance(principal, UserPrincipal) else None
-                with UnitOfWork(self._database, org_id=org_id, member_of_org=member) as uow:
-                    grant = (
-                        Grant(None, ORG_PERMISSIONS)
-                        if self._authenticator is None
-                        else grant_in_org(uow=uow, principal=principal)
-                    )
-                _check_org_access(rule, principal, grant, org_id)
+                with self._unit_of_work(org_id, principal) as uow:
+                    _check_org_access(rule, principal, self._grant(uow, principal), org_id)
                 allowed.add(org_id)
             return request
 
