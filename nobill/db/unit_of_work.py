@@ -69,40 +69,55 @@ class UnitOfWork:
         )
         if self.member_of_org:
             statements += f"; SELECT role FROM memberships WHERE user_id = {_literal(self.member_of_org)}"
-        try:
-            self.connection = self.database.engine.connect()
-            with self._driver().cursor() as cursor:
-                cursor.execute(statements)
-                if self.member_of_org:
-                    cursor.nextset()
-                    cursor.nextset()
-                    row = cursor.fetchone()
-                    self.member_role = row[0] if row else None
-        except OperationalError as error:
-            self._close()
-            raise Unavailable("the database is unavailable; retry shortly") from error
-        except Exception as error:
-            if _is_connection_error(error):
+        # A pooled connection may have died since its last use (server restart, failover).
+        # Nothing has happened yet, so BEGIN is safe to retry once on a fresh connection.
+        for attempt in (1, 2):
+            try:
+                self.connection = self.database.engine.connect()
+                with self._driver().cursor() as cursor:
+                    cursor.execute(statements)
+                    if self.member_of_org:
+                        cursor.nextset()
+                        cursor.nextset()
+                        row = cursor.fetchone()
+                        self.member_role = row[0] if row else None
+                return self
+            except OperationalError as error:  # SQLAlchemy could not check a connection out
                 self._close()
                 raise Unavailable("the database is unavailable; retry shortly") from error
-            self._close()
-            raise
-        return self
+            except Exception as error:
+                self._discard_connection()
+                if not _is_connection_error(error):
+                    raise
+                if attempt == 2:
+                    raise Unavailable("the database is unavailable; retry shortly") from error
+                log.warning("database connection lost; retrying on a new pool", extra={"error": str(error)})
+                # The other pooled connections most likely died with this one (restart,
+                # failover): start a new pool rather than try them one by one.
+                self.database.engine.dispose(close=False)
+        raise AssertionError("unreachable")
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         try:
             if not self._committed and self.connection is not None:
                 self._driver().execute("ROLLBACK")
-        except Exception:  # a broken connection is discarded by the pool
-            log.warning("rollback failed", exc_info=True)
-            if self.connection is not None:
-                self.connection.invalidate()
+        except Exception:
+            log.warning("rollback failed; discarding the connection", exc_info=True)
+            self._discard_connection()
         finally:
             self._close()
 
     def _driver(self) -> Any:
         assert self.connection is not None, "unit of work used outside its `with` block"
         return self.connection.connection.driver_connection
+
+    def _discard_connection(self) -> None:
+        """Close the connection for good: the pool must not hand out a broken one again."""
+        if self.connection is not None:
+            try:
+                self.connection.invalidate()
+            finally:
+                self._close()
 
     def _close(self) -> None:
         if self.connection is not None:
@@ -132,7 +147,10 @@ class UnitOfWork:
             driver.execute("COMMIT")
         except Exception as error:
             if _is_connection_error(error):
-                raise Unavailable("the database is unavailable; the change was not saved, retry") from error
+                self._discard_connection()
+                # NOTE: if the connection broke after the server received COMMIT, the change
+                # may have been saved; callers retry with the same idempotency key.
+                raise Unavailable("the database connection was lost during commit; retry") from error
             raise
         self._committed = True
         callbacks, self._after_commit = self._after_commit, []
