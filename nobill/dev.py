@@ -68,7 +68,7 @@ def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
         changes["stripe_api_base"] = sandbox.url
     changes["jwt_secret"] = _jwt_secret(settings, data_dir)
     settings = settings.replace(**changes)
-    upgrade(settings.database_url, app_role=settings.db_app_role)
+    upgrade(settings.require("database_url"), app_role=settings.db_app_role)
     log.info("migrations applied")
     return settings, keep
 
@@ -76,11 +76,15 @@ def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
 def dev_tokens(settings: Settings) -> dict[str, str]:
     from nobill.auth.tokens import mint_token
 
-    common = dict(secret=settings.jwt_secret, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    secret: str = settings.require("jwt_secret")
+    issuer, audience = settings.jwt_issuer, settings.jwt_audience
     return {
-        "token": mint_token(**common, subject=DEV_USER["subject"], email=DEV_USER["email"], ttl_seconds=7 * 86400),
+        "token": mint_token(
+            secret=secret, issuer=issuer, audience=audience,
+            subject=DEV_USER["subject"], email=DEV_USER["email"], ttl_seconds=7 * 86400,
+        ),
         "service_token": mint_token(
-            **common,
+            secret=secret, issuer=issuer, audience=audience,
             subject="dev-service",
             service=True,
             scopes=sorted(ORG_PERMISSIONS | SERVICE_SCOPES),
@@ -97,9 +101,9 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
 
     stop = stop_requested()
     settings, keep = prepare(settings)
-    database = connect(settings.database_url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
+    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     running = build_server(settings, database)
-    worker = start_worker(settings.redis_url, threads=2)
+    worker = start_worker(settings.require("redis_url"), threads=2)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     info = {
@@ -127,6 +131,6 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     worker.stop(timeout=10_000)
     database.dispose()
     for handle in reversed(keep):
-        stop = getattr(handle, "stop", None) or getattr(handle, "shutdown", None)
-        if callable(stop):
-            stop()
+        close = getattr(handle, "stop", None) or getattr(handle, "shutdown", None)
+        if callable(close):
+            close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nobill.api import convert
-from nobill.api.context import CallContext
+from nobill.api.context import OrgCallContext
 from nobill.audit import service as audit
 from nobill.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
@@ -28,7 +28,7 @@ def _event(event: audit.AuditEvent) -> audit_pb2.AuditEvent:
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def ListAuditEvents(self, request, context: CallContext):  # noqa: N802, ANN001
+    def ListAuditEvents(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         events, next_token = audit.list_(
             uow=context.uow,
             page_size=request.page_size,
@@ -40,7 +40,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         )
         return audit_pb2.ListAuditEventsResponse(events=[_event(e) for e in events], next_page_token=next_token)
 
-    def VerifyAuditChain(self, request, context: CallContext):  # noqa: N802, ANN001
+    def VerifyAuditChain(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         report = audit.verify_chain(uow=context.uow)
         return audit_pb2.VerifyAuditChainResponse(
             valid=report.valid,

@@ -21,10 +21,6 @@ class CallContext:
     principal: Principal
     request_id: str
     database: Database
-    # Set for RPCs that act on one org: the open unit of work bound to it (the
-    # interceptor commits it after the handler returns) and the caller's grant there.
-    uow: UnitOfWork | None = None
-    grant: Grant | None = None
 
     @property
     def audit(self) -> AuditContext:
@@ -38,3 +34,12 @@ class CallContext:
         # Everything else (abort, set_code, invocation_metadata, is_active, ...) is the
         # real gRPC context's.
         return getattr(self.grpc_context, name)
+
+
+@dataclass
+class OrgCallContext(CallContext):
+    """For RPCs that act on one org: the open unit of work bound to it (the interceptor
+    commits it after the handler returns) and the caller's grant there."""
+
+    uow: UnitOfWork
+    grant: Grant

@@ -46,20 +46,20 @@ ACTOR_TYPE_TO_PROTO = {
 
 def role_from_proto(value: int, *, field: str = "role") -> Role:
     try:
-        return ROLE_FROM_PROTO[value]
+        return ROLE_FROM_PROTO[common_pb2.Role.ValueType(value)]
     except KeyError:
         raise InvalidArgument(
             f"{field} must be one of ROLE_OWNER, ROLE_ADMIN, ROLE_MEMBER, ROLE_BILLING_MANAGER", field=field
         ) from None
 
 
-def role_to_proto(role: Role | None) -> int:
+def role_to_proto(role: Role | None) -> common_pb2.Role.ValueType:
     return ROLE_TO_PROTO[role] if role else common_pb2.ROLE_UNSPECIFIED
 
 
 def plan_from_proto(value: int, *, field: str = "plan") -> PlanCode:
     try:
-        return PLAN_FROM_PROTO[value]
+        return PLAN_FROM_PROTO[common_pb2.Plan.ValueType(value)]
     except KeyError:
         raise InvalidArgument(f"{field} must be one of PLAN_STARTER, PLAN_PRO, PLAN_ENTERPRISE", field=field) from None
 

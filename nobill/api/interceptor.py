@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from nobill import ids
 from nobill.api.access import OPEN_SERVICES, AccessRule
-from nobill.api.context import CallContext
+from nobill.api.context import CallContext, OrgCallContext
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.authorization import Grant, grant_in_org
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
@@ -213,7 +213,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
         # removed a moment ago cannot slip through between the check and the change.
         with self._unit_of_work(org_id, principal) as uow:
             grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
-            response = behavior(request, CallContext(context, principal, request_id, self._database, uow, grant))
+            response = behavior(request, OrgCallContext(context, principal, request_id, self._database, uow, grant))
             if not uow.committed:
                 uow.commit()
         return response

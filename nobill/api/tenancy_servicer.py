@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nobill import ids
 from nobill.api import convert
-from nobill.api.context import CallContext
+from nobill.api.context import CallContext, OrgCallContext
 from nobill.auth.principals import UserPrincipal
 from nobill.tenancy import service as tenancy
 from nobill.v1 import tenancy_pb2, tenancy_pb2_grpc
@@ -41,7 +41,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
             uow.commit()
         return tenancy_pb2.CreateOrganizationResponse(organization=_organization(org))
 
-    def GetOrganization(self, request, context: CallContext):  # noqa: N802, ANN001
+    def GetOrganization(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         org = tenancy.get(uow=context.uow, caller_role=context.grant.role)
         return tenancy_pb2.GetOrganizationResponse(organization=_organization(org))
 
@@ -53,7 +53,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
             organizations=[_organization(org) for org in orgs], next_page_token=next_token
         )
 
-    def AddMember(self, request, context: CallContext):  # noqa: N802, ANN001
+    def AddMember(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         member = tenancy.add_member(
             uow=context.uow,
             context=context.audit,
@@ -63,7 +63,7 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
         )
         return tenancy_pb2.AddMemberResponse(member=_member(member))
 
-    def UpdateMemberRole(self, request, context: CallContext):  # noqa: N802, ANN001
+    def UpdateMemberRole(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         member = tenancy.update_member_role(
             uow=context.uow,
             context=context.audit,
@@ -73,19 +73,19 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
         )
         return tenancy_pb2.UpdateMemberRoleResponse(member=_member(member))
 
-    def RemoveMember(self, request, context: CallContext):  # noqa: N802, ANN001
+    def RemoveMember(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         tenancy.remove_member(
             uow=context.uow, context=context.audit, actor_permissions=context.grant.permissions, user_id=request.user_id
         )
         return tenancy_pb2.RemoveMemberResponse()
 
-    def ListMembers(self, request, context: CallContext):  # noqa: N802, ANN001
+    def ListMembers(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         members, next_token = tenancy.list_members(
             uow=context.uow, page_size=request.page_size, page_token=request.page_token
         )
         return tenancy_pb2.ListMembersResponse(members=[_member(m) for m in members], next_page_token=next_token)
 
-    def GetMyPermissions(self, request, context: CallContext):  # noqa: N802, ANN001
+    def GetMyPermissions(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         return tenancy_pb2.GetMyPermissionsResponse(
             role=convert.role_to_proto(context.grant.role), permissions=sorted(context.grant.permissions)
         )

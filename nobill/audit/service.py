@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, update
 
 from nobill import pagination
 from nobill.audit.actors import Actor, ActorType, AuditContext
@@ -171,7 +171,7 @@ def list_(
             raise InvalidArgument("each action filter must be 1 to 100 printable characters", field="actions")
     if start_time and end_time and start_time >= end_time:
         raise InvalidArgument("start_time must be before end_time", field="start_time")
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if actions:
         conditions.append(audit_events.c.action.in_(actions))
     if start_time:
