@@ -82,6 +82,19 @@ def test_a_malformed_setting_stops_start_up_with_its_name() -> None:
     assert result.returncode == 2 and "NOBILL_GRPC_THREADS" in result.stderr
 
 
+def test_serve_on_a_taken_address_names_the_setting(database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = nobill(
+            "serve",
+            env={"NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}"},
+        )
+    assert result.returncode == 2, result.stderr
+    assert "NOBILL_GRPC_ADDR" in result.stderr and "cannot listen" in result.stderr
+
+
 def test_worker_without_redis_names_the_setting() -> None:
     result = nobill("worker")
     assert result.returncode == 2 and "NOBILL_REDIS_URL" in result.stderr

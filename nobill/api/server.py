@@ -20,6 +20,7 @@ from nobill.api.usage_servicer import UsageServicer
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.config import Settings
+from nobill.errors import ConfigError
 from nobill.db.database import Database
 from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
 
@@ -83,9 +84,12 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
-    port = server.add_insecure_port(settings.grpc_addr)
+    try:
+        port = server.add_insecure_port(settings.grpc_addr)
+    except RuntimeError:  # grpc's "Failed to bind" (address in use without SO_REUSEPORT, or not local)
+        port = 0
     if port == 0:
-        raise OSError(f"could not listen on {settings.grpc_addr}")
+        raise ConfigError("NOBILL_GRPC_ADDR", f"cannot listen on {settings.grpc_addr}: the address is in use or not available")
     server.start()
     return RunningServer(server, port, health_servicer)
 
