@@ -166,6 +166,8 @@ def list_(
     oldest_first: bool,
 ) -> tuple[list[AuditEvent], str]:
     """A page of the org's events, filtered by action and time range; returns (events, next token)."""
+    if len(actions) > 50:
+        raise InvalidArgument("at most 50 action filters", field="actions")
     for action in actions:
         if not action or len(action) > 100 or not action.isprintable():
             raise InvalidArgument("each action filter must be 1 to 100 printable characters", field="actions")

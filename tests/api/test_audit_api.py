@@ -443,3 +443,12 @@ def test_an_admin_of_one_org_cannot_read_anothers_audit(channel) -> None:
 
     assert listing.code() == verify.code() == grpc.StatusCode.NOT_FOUND
     assert {event.org_id for event in audit_events(owner, mine.id)} == {mine.id}
+
+
+def test_too_many_action_filters_are_invalid_argument(channel) -> None:
+    owner = new_user(channel)
+    org = owner.tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name="Filters")).organization
+    request = audit_pb2.ListAuditEventsRequest(org_id=org.id, actions=[f"a{i}" for i in range(51)])
+    with pytest.raises(grpc.RpcError) as caught:
+        owner.audit.ListAuditEvents(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
