@@ -81,6 +81,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.db.migrate import upgrade
 
+    # Each revision applied is logged, so a long migration shows where it is.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
     upgrade(settings.require("database_url"), app_role=settings.db_app_role, revision=args.revision)
     print(f"database migrated to {args.revision}")
     return 0

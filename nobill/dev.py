@@ -19,6 +19,10 @@ DEV_STRIPE_KEY = "sk_test_nobill_dev"
 DEV_USER = {"subject": "dev-user", "email": "dev@nobill.local"}
 
 
+def _progress(step: str) -> None:
+    print(f"==> {step}", flush=True)
+
+
 def _ensure_database(url: str, name: str) -> str:
     """Create database `name` on the server at `url` if missing; returns its URL."""
     import psycopg
@@ -52,22 +56,26 @@ def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
     keep: list[Any] = []
     changes: dict[str, Any] = {}
     if not settings.database_url:
+        _progress(f"starting embedded PostgreSQL in {data_dir / 'postgres'}")
         postgres, url = start_postgres(data_dir)
         keep.append(postgres)
         changes["database_url"] = Settings.from_env({"NOBILL_DATABASE_URL": _ensure_database(url, "nobill")}).database_url
     if not settings.redis_url:
+        _progress("starting embedded Redis")
         redis, url = start_redis(data_dir)
         keep.append(redis)
         changes["redis_url"] = url
     if not settings.stripe_api_key:
         from nobill.sandbox.server import start_sandbox
 
+        _progress("starting the Stripe sandbox")
         sandbox = start_sandbox(host="127.0.0.1", port=0, state_file=str(data_dir / "sandbox.json"))
         keep.append(sandbox)
         changes["stripe_api_key"] = DEV_STRIPE_KEY
         changes["stripe_api_base"] = sandbox.url
     changes["jwt_secret"] = _jwt_secret(settings, data_dir)
     settings = settings.replace(**changes)
+    _progress("applying database migrations")
     upgrade(settings.require("database_url"), app_role=settings.db_app_role)
     log.info("migrations applied")
     return settings, keep
@@ -102,6 +110,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     stop = stop_requested()
     settings, keep = prepare(settings)
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
+    _progress("starting the gRPC server and the worker")
     running = build_server(settings, database)
     worker = start_worker(settings.require("redis_url"), threads=2)
     host = settings.grpc_addr.rpartition(":")[0]
