@@ -225,13 +225,9 @@ def end_trial(state: SandboxState, subscription: SubscriptionRecord, now: int) -
     subscription.status = "active"
     subscription.trial_end = min(subscription.trial_end or now, now)
     subscription.billing_cycle_anchor = now
-    subscription.current_period_start = now
-    subscription.current_period_end = add_intervals(now, subscription.interval, subscription.interval_count, 1)
-    lines = [
-        invoicing.licensed_line(state, subscription, item, now, subscription.current_period_end)
-        for item in state.items_of(subscription)
-        if item.quantity is not None
-    ]
+    lines = _start_period(
+        state, subscription, now, add_intervals(now, subscription.interval, subscription.interval_count, 1)
+    )
     # NOTE: usage recorded during a trial is not billed, as on Stripe.
     invoicing.create_invoice(
         state,
@@ -280,13 +276,7 @@ def renew(state: SandboxState, subscription: SubscriptionRecord, now: int) -> No
     # day (Jan 31 → Feb 28 → Mar 31).
     new_end = next_boundary(subscription.billing_cycle_anchor, subscription.interval, subscription.interval_count, old_end)
     usage = _usage_lines(state, subscription, old_start, old_end)
-    subscription.current_period_start = old_end
-    subscription.current_period_end = new_end
-    advance = [
-        invoicing.licensed_line(state, subscription, item, old_end, new_end)
-        for item in state.items_of(subscription)
-        if item.quantity is not None
-    ]
+    advance = _start_period(state, subscription, old_end, new_end)
     invoicing.create_invoice(
         state,
         customer=customer,
@@ -549,3 +539,14 @@ def invoice_prorations_now(state: SandboxState, subscription: SubscriptionRecord
     )
     invoicing.finalize(state, invoice, now)
     charge(state, invoice, now)
+
+
+def _start_period(state: SandboxState, subscription: SubscriptionRecord, start: int, end: int) -> list[Any]:
+    """Move the subscription into [start, end) and return the licensed lines billed in advance for it."""
+    subscription.current_period_start = start
+    subscription.current_period_end = end
+    return [
+        invoicing.licensed_line(state, subscription, item, start, end)
+        for item in state.items_of(subscription)
+        if item.quantity is not None
+    ]
