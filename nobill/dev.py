@@ -112,7 +112,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     _progress("starting the gRPC server and the worker")
     running = build_server(settings, database)
-    worker = start_worker(settings.require("redis_url"), threads=2)
+    worker = start_worker(settings.require("redis_url"), threads=2, namespace=settings.redis_namespace)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     info = {

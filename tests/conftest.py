@@ -96,6 +96,8 @@ def settings(database_url: str, redis_url: str) -> Settings:
         {
             "NOBILL_DATABASE_URL": database_url,
             "NOBILL_REDIS_URL": redis_url,
+            # Each test session (xdist worker) gets its own job queues in the shared Redis.
+            "NOBILL_REDIS_NAMESPACE": f"nobill-test-{uuid.uuid4().hex[:8]}",
             "NOBILL_GRPC_ADDR": "127.0.0.1:0",
             "NOBILL_GRPC_THREADS": "16",
             "NOBILL_DB_POOL_SIZE": "10",

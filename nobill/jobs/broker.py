@@ -7,10 +7,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 
-def configure_broker(redis_url: str) -> RedisBroker:
+def configure_broker(redis_url: str, *, namespace: str = "nobill") -> RedisBroker:
     """Create the broker and make it the one actors declared afterwards bind to."""
     broker = RedisBroker(
         url=redis_url,
+        # NOTE: tests and developers share one Redis; a namespace keeps their queues apart.
+        namespace=namespace,
         middleware=[
             AgeLimit(),
             TimeLimit(time_limit=5 * 60_000),

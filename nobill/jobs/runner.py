@@ -15,9 +15,9 @@ from nobill.shutdown import stop_requested
 log = logging.getLogger(__name__)
 
 
-def start_worker(redis_url: str, *, threads: int = 8) -> dramatiq.Worker:
+def start_worker(redis_url: str, *, threads: int = 8, namespace: str = "nobill") -> dramatiq.Worker:
     """Configure the broker, register every actor and start consuming; returns the worker."""
-    broker = configure_broker(redis_url)
+    broker = configure_broker(redis_url, namespace=namespace)
     for module in ACTOR_MODULES:
         importlib.import_module(module)
     broker.emit_after("process_boot")
@@ -30,7 +30,7 @@ def start_worker(redis_url: str, *, threads: int = 8) -> dramatiq.Worker:
 def run_worker(settings: Settings, *, threads: int) -> None:
     """Run until SIGTERM/SIGINT, then finish the messages in hand and stop."""
     stop = stop_requested()
-    worker = start_worker(settings.require("redis_url"), threads=threads)
+    worker = start_worker(settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace)
     stop.wait()
     log.info("worker stopping")
     worker.stop(timeout=30_000)
