@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from sqlalchemy.exc import OperationalError
 
 from nobill import ids
@@ -19,9 +20,10 @@ from nobill.api.access import OPEN_SERVICES, AccessRule
 from nobill.api.context import CallContext, OrgCallContext
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.authorization import Grant, grant_in_org
-from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
+from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES, changes_state
 from nobill.auth.principals import Principal, ServicePrincipal, UserPrincipal
 from nobill.db.database import Database
+from nobill.db.errors import is_connection_error, is_transaction_conflict
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import (
     AlreadyExists,
@@ -55,7 +57,34 @@ UNCHECKED_PRINCIPAL = ServicePrincipal("unauthenticated", ORG_PERMISSIONS | SERV
 
 
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
-    return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    metadata: dict[str, str] = {}
+    for key, value in context.invocation_metadata():
+        if not isinstance(value, str):
+            continue
+        if key == "authorization" and key in metadata:
+            # A proxy that checks the first header and a server that uses the last would
+            # disagree about who is calling: refuse the call instead of picking one.
+            raise Unauthenticated("send exactly one `authorization` header")
+        metadata[key] = value
+    return metadata
+
+
+def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    """Decode a request inside the interceptor, so a malformed one is INVALID_ARGUMENT
+    (grpc's own deserialization failure is INTERNAL) and is decoded only once the caller
+    is authenticated."""
+    if deserializer is None:
+        return lambda raw: raw
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except (DecodeError, UnicodeDecodeError, ValueError) as error:
+            raise InvalidArgument(
+                "the request could not be decoded (truncated message or a string field that is not UTF-8)"
+            ) from error
+
+    return decode
 
 
 def _org_id_of(request: Any) -> str:
@@ -123,16 +152,16 @@ class NobillInterceptor(grpc.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 lambda request, context: context.abort(grpc.StatusCode.PERMISSION_DENIED, "method has no access rule")
             )
+        # Requests arrive as bytes and are decoded by the wrapper (see _decoder).
+        decode = _decoder(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, rule, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(method, rule, handler.unary_unary, decode),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, rule, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(method, rule, handler.stream_stream, decode),
                 response_serializer=handler.response_serializer,
             )
         raise RuntimeError(f"{method}: only unary-unary and stream-stream RPCs are supported")
@@ -140,11 +169,11 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- shared steps ----------------------------------------------------------------
 
     def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
-        metadata = _metadata(context)
-        request_id = metadata.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id):
+        request_id = next((value for key, value in context.invocation_metadata() if key == "x-request-id"), "")
+        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         context.set_trailing_metadata((("x-request-id", request_id),))
+        metadata = _metadata(context)
         if self._authenticator is None:
             return request_id, UNCHECKED_PRINCIPAL
         authorization = metadata.get("authorization")
@@ -157,8 +186,11 @@ class NobillInterceptor(grpc.ServerInterceptor):
         if isinstance(error, DomainError):
             code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
             message = error.message
-        elif isinstance(error, OperationalError):
+        elif isinstance(error, OperationalError) or is_connection_error(error):
+            # Every lost or refused database connection, whichever layer raised it.
             code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
+        elif is_transaction_conflict(error):
+            code, message = grpc.StatusCode.UNAVAILABLE, "a concurrent change conflicted with this call; retry"
         elif isinstance(error, NotImplementedError):
             code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
         else:
@@ -168,10 +200,11 @@ class NobillInterceptor(grpc.ServerInterceptor):
             log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
         context.abort(code, message)
 
-    def _unit_of_work(self, org_id: str, principal: Principal) -> UnitOfWork:
-        """A unit of work for the org that also reads a user caller's role in it."""
+    def _unit_of_work(self, org_id: str, principal: Principal, *, lock_member: bool = False) -> UnitOfWork:
+        """A unit of work for the org that also reads a user caller's role in it (and,
+        for calls that change something, holds their membership row until it ends)."""
         member = principal.user_id if isinstance(principal, UserPrincipal) else None
-        return UnitOfWork(self._database, org_id=org_id, member_of_org=member)
+        return UnitOfWork(self._database, org_id=org_id, member_of_org=member, lock_member=lock_member)
 
     def _grant(self, uow: UnitOfWork, principal: Principal) -> Grant | None:
         if self._authenticator is None:
@@ -180,12 +213,13 @@ class NobillInterceptor(grpc.ServerInterceptor):
 
     # --- unary -----------------------------------------------------------------------
 
-    def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
+    def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable, decode: Callable[[bytes], Any]) -> Callable:
+        def call(raw_request: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             request_id = ""
             try:
                 request_id, principal = self._begin(context)
+                request = decode(raw_request)
                 if rule.kind == "org_permission":
                     response = self._call_in_org(rule, behavior, request, context, principal, request_id)
                 else:
@@ -209,22 +243,37 @@ class NobillInterceptor(grpc.ServerInterceptor):
         principal: Principal, request_id: str,
     ) -> Any:
         org_id = _org_id_of(request)
-        # NOTE: the permission check and the work share one transaction, so a role
-        # removed a moment ago cannot slip through between the check and the change.
-        with self._unit_of_work(org_id, principal) as uow:
-            grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
-            response = behavior(request, OrgCallContext(context, principal, request_id, self._database, uow, grant))
-            if not uow.committed:
-                uow.commit()
-        return response
+        # NOTE: the permission check and the work share one transaction, and a call that
+        # changes something holds the caller's membership row (FOR SHARE) from BEGIN on:
+        # a removal or demotion committed before it is seen, one committed during it waits.
+        lock_member = changes_state(rule.permission)
+        for attempt in (1, 2):
+            try:
+                with self._unit_of_work(org_id, principal, lock_member=lock_member) as uow:
+                    grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
+                    response = behavior(
+                        request, OrgCallContext(context, principal, request_id, self._database, uow, grant)
+                    )
+                    if not uow.committed:
+                        uow.commit()
+                return response
+            except Exception as error:
+                # Two members changing each other's roles at once deadlock on their rows;
+                # PostgreSQL rolls one back (nothing was saved), which runs once more and
+                # then sees the other's change.
+                if attempt == 2 or not is_transaction_conflict(error):
+                    raise
+                log.info("transaction conflict; running the call again", extra={"request_id": request_id})
+        raise AssertionError("unreachable")
 
     # --- streams ---------------------------------------------------------------------
 
-    def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
-        def call(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable, decode: Callable[[bytes], Any]) -> Callable:
+        def call(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             request_id = ""
             try:
                 request_id, principal = self._begin(context)
+                request_iterator = (decode(raw) for raw in raw_requests)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
                     checked = request_iterator

@@ -44,3 +44,22 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
 
 def permissions_of(role: Role) -> frozenset[str]:
     return ROLE_PERMISSIONS[role]
+
+
+# The grant rule: nobody grants, changes or removes a role whose permissions are not all
+# their own (an Owner holds every permission, so Owners may do all). Holding
+# `members:manage` alone does not let an Admin hand out `billing:manage`.
+def may_assign(actor_permissions: frozenset[str], role: Role) -> bool:
+    """True if a caller holding `actor_permissions` may grant, change or remove `role`."""
+    return ROLE_PERMISSIONS[role] <= actor_permissions
+
+
+def missing_to_assign(actor_permissions: frozenset[str], role: Role) -> frozenset[str]:
+    """The permissions of `role` the caller lacks (empty when may_assign holds)."""
+    return ROLE_PERMISSIONS[role] - actor_permissions
+
+
+def changes_state(permission: str) -> bool:
+    """True for permissions that let a call change something (`*:manage`, `*:write`);
+    `*:read` calls only read."""
+    return not permission.endswith(":read")

@@ -19,17 +19,29 @@ from sqlalchemy.sql import Executable
 
 from nobill.db.compiled import CompiledQuery
 from nobill.db.database import Database
+from nobill.db.errors import is_connection_error
 from nobill.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 
-def _literal(value: str) -> str:
-    """A SQL string literal. Safe because the server runs with standard_conforming_strings
-    (checked at connect), so only the quote character needs doubling."""
-    if "\x00" in value:
-        raise ValueError("NUL in a tenant id")
-    return "'" + value.replace("'", "''") + "'"
+# The tenant binding, as bound parameters. set_config(..., is_local => true) lasts until
+# the transaction ends, so a pooled connection never carries one tenant's setting into the
+# next transaction.
+_BIND = "SELECT set_config('nobill.org_id', %(org_id)s, true), set_config('nobill.user_id', %(user_id)s, true)"
+
+# The binding plus the caller's role in the org, in one statement. The role is read in a
+# subquery correlated with the binding so it runs after it (row-level security on
+# memberships needs the org set). FOR SHARE holds the caller's membership row until the
+# transaction ends: a concurrent removal or role change waits for this call to finish, and
+# a call that starts after a removal committed finds no row (see nobill.auth.authorization).
+_BIND_AND_ROLE = (
+    "SELECT (SELECT m.role FROM memberships m WHERE m.org_id = bound.org_id AND m.user_id = %(member)s{lock})"
+    " FROM (SELECT set_config('nobill.org_id', %(org_id)s, true) AS org_id,"
+    " set_config('nobill.user_id', %(user_id)s, true) AS user_id) AS bound"
+)
+_BIND_AND_ROLE_LOCKED = _BIND_AND_ROLE.format(lock=" FOR SHARE")
+_BIND_AND_ROLE_UNLOCKED = _BIND_AND_ROLE.format(lock="")
 
 
 class UnitOfWork:
@@ -38,7 +50,9 @@ class UnitOfWork:
     (only global tables such as users are visible).
 
     `member_of_org`: a user id whose role in `org_id` is read in the same round trip as
-    BEGIN and the tenant binding (the per-call permission check), see `member_role`."""
+    BEGIN and the tenant binding (the per-call permission check), see `member_role`.
+    `lock_member`: also hold that membership row (FOR SHARE) until the transaction ends,
+    so role changes and removals serialise with this call (calls that change something)."""
 
     def __init__(
         self,
@@ -47,6 +61,7 @@ class UnitOfWork:
         org_id: str | None = None,
         user_id: str | None = None,
         member_of_org: str | None = None,
+        lock_member: bool = False,
     ) -> None:
         assert member_of_org is None or org_id, "a membership lookup needs an org"
         self.database = database
@@ -54,31 +69,30 @@ class UnitOfWork:
         self.user_id = user_id
         self.member_role: str | None = None
         self.member_of_org = member_of_org
+        self.lock_member = lock_member
         self.connection: Connection | None = None
         self._after_commit: list[Callable[[], Any]] = []
         self._committed = False
 
     def __enter__(self) -> UnitOfWork:
-        # NOTE: set_config(..., is_local => true) lasts until the transaction ends, so a
-        # pooled connection never carries one tenant's setting into the next transaction.
-        # BEGIN, the binding and the optional role lookup travel as one simple-protocol
-        # message: one round trip where three would otherwise be needed.
-        statements = (
-            "BEGIN; SELECT set_config('nobill.org_id', "
-            f"{_literal(self.org_id or '')}, true), set_config('nobill.user_id', {_literal(self.user_id or '')}, true)"
-        )
+        # BEGIN and the binding (with the optional role lookup) go out together in pipeline
+        # mode: one round trip, with the ids as bound parameters, never spliced into SQL.
+        parameters = {"org_id": self.org_id or "", "user_id": self.user_id or "", "member": self.member_of_org}
         if self.member_of_org:
-            statements += f"; SELECT role FROM memberships WHERE user_id = {_literal(self.member_of_org)}"
+            statement = _BIND_AND_ROLE_LOCKED if self.lock_member else _BIND_AND_ROLE_UNLOCKED
+        else:
+            statement = _BIND
         # A pooled connection may have died since its last use (server restart, failover).
         # Nothing has happened yet, so BEGIN is safe to retry once on a fresh connection.
         for attempt in (1, 2):
             try:
                 self.connection = self.database.engine.connect()
-                with self._driver().cursor() as cursor:
-                    cursor.execute(statements)
+                driver = self._driver()
+                with driver.cursor() as cursor:
+                    with driver.pipeline():
+                        cursor.execute("BEGIN")
+                        cursor.execute(statement, parameters)
                     if self.member_of_org:
-                        cursor.nextset()
-                        cursor.nextset()
                         row = cursor.fetchone()
                         self.member_role = row[0] if row else None
                 return self
@@ -166,6 +180,4 @@ class UnitOfWork:
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    import psycopg
-
-    return isinstance(error, psycopg.OperationalError) and not isinstance(error, psycopg.errors.QueryCanceled)
+    return is_connection_error(error)

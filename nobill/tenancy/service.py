@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from nobill import ids, pagination
 from nobill.audit import service as audit
 from nobill.audit.actors import AuditContext
-from nobill.auth.permissions import Role
+from nobill.auth.permissions import Role, missing_to_assign
 from nobill.billing import plans
 from nobill.billing.tables import subscriptions
 from nobill.db.compiled import CompiledQuery
@@ -225,19 +225,32 @@ def _lock_membership_changes(uow: UnitOfWork) -> plans.PlanCode:
     return plans.PlanCode(plan)
 
 
-def _require_owner_rights(actor_permissions: frozenset[str]) -> None:
-    if "owners:manage" not in actor_permissions:
+def _require_right_to_assign(actor_permissions: frozenset[str], role: Role) -> None:
+    """The grant rule (nobill.auth.permissions.may_assign): the caller must hold every
+    permission of a role to grant, change or remove it."""
+    missing = missing_to_assign(actor_permissions, role)
+    if not missing:
+        return
+    if role is Role.OWNER:
         raise PermissionDenied("only an Owner can grant, change or remove the Owner role")
+    raise PermissionDenied(
+        f"the {role.value} role grants {', '.join(sorted(missing))}, which you do not hold; "
+        "only someone holding all of its permissions can grant, change or remove it"
+    )
 
 
-def _member(uow: UnitOfWork, user_id: str) -> Member:
+def _member(uow: UnitOfWork, user_id: str, *, lock: bool = False) -> Member:
+    """The member with `user_id`; `lock` holds their membership row for the change."""
     if not ids.is_valid("usr", user_id):
         raise InvalidArgument("user_id is not a valid user id (usr_...)", field="user_id")
-    row = uow.execute(
+    statement = (
         select(memberships.c.user_id, memberships.c.role, memberships.c.created_at, users.c.email)
         .join(users, users.c.user_id == memberships.c.user_id)
         .where(memberships.c.user_id == user_id)
-    ).one_or_none()
+    )
+    if lock:
+        statement = statement.with_for_update(of=memberships)
+    row = uow.execute(statement).one_or_none()
     if row is None:
         raise NotFound(f"user {user_id} is not a member of this organization")
     return Member(row.user_id, row.email, Role(row.role), row.created_at)
@@ -254,9 +267,8 @@ def add_member(
 ) -> Member:
     """Add the user with `email` (created if unknown) to the bound org with `role`."""
     email = emails.normalize(email)
-    if role is Role.OWNER:
-        _require_owner_rights(actor_permissions)
     plan = plans.details(_lock_membership_changes(uow))
+    _require_right_to_assign(actor_permissions, role)
     user_id = _user_for_email(uow, email)
     if role_of(uow=uow, user_id=user_id) is not None:
         raise AlreadyExists(f"{email} is already a member of this organization")
@@ -284,10 +296,12 @@ def update_member_role(
     *, uow: UnitOfWork, context: AuditContext, actor_permissions: frozenset[str], user_id: str, role: Role
 ) -> Member:
     """Change a member's role; the org always keeps at least one Owner."""
+    # NOTE: the target's row is locked before the org's: a caller's own row is held from
+    # BEGIN (FOR SHARE), so taking rows before the org lock keeps one lock order.
+    member = _member(uow, user_id, lock=True)
     _lock_membership_changes(uow)
-    member = _member(uow, user_id)
-    if Role.OWNER in (member.role, role):
-        _require_owner_rights(actor_permissions)
+    _require_right_to_assign(actor_permissions, member.role)
+    _require_right_to_assign(actor_permissions, role)
     if member.role is role:
         return member
     if member.role is Role.OWNER and _owner_count(uow) <= 1:
@@ -307,10 +321,10 @@ def update_member_role(
 
 def remove_member(*, uow: UnitOfWork, context: AuditContext, actor_permissions: frozenset[str], user_id: str) -> None:
     """Remove a member; the last Owner cannot be removed."""
+    member = _member(uow, user_id, lock=True)  # before the org lock, as in update_member_role
     _lock_membership_changes(uow)
-    member = _member(uow, user_id)
+    _require_right_to_assign(actor_permissions, member.role)
     if member.role is Role.OWNER:
-        _require_owner_rights(actor_permissions)
         if _owner_count(uow) <= 1:
             raise FailedPrecondition("an organization must keep at least one Owner; make someone else Owner first")
     uow.execute(memberships.delete().where(memberships.c.user_id == user_id))

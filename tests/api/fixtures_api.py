@@ -166,6 +166,9 @@ class OrgRpc:
     # Asserts the successful response (and its effect) is right.
     check: Callable[[Any, OrgScene], None]
     mutates: bool = False
+    # What else a service needs to make this call succeed: the grant rule lets a caller
+    # grant, change or remove only roles whose permissions it holds.
+    also_needs: tuple[str, ...] = ()
 
 
 def _check_get_organization(response: Any, scene: OrgScene) -> None:
@@ -186,15 +189,16 @@ def _check_add_member(response: Any, scene: OrgScene) -> None:
 def _update_member_role(caller: Client, scene: OrgScene) -> Any:
     return caller.tenancy.UpdateMemberRole(
         tenancy_pb2.UpdateMemberRoleRequest(
-            org_id=scene.org_id, user_id=scene.target_user_id, role=common_pb2.ROLE_BILLING_MANAGER
+            org_id=scene.org_id, user_id=scene.target_user_id, role=common_pb2.ROLE_ADMIN
         )
     )
 
 
 def _check_update_member_role(response: Any, scene: OrgScene) -> None:
     assert response.member.user_id == scene.target_user_id
-    assert response.member.role == common_pb2.ROLE_BILLING_MANAGER
-    assert members_by_id(scene.owner, scene.org_id)[scene.target_user_id] == common_pb2.ROLE_BILLING_MANAGER
+    # Admin, not Billing Manager: an Admin may grant only roles whose permissions it holds.
+    assert response.member.role == common_pb2.ROLE_ADMIN
+    assert members_by_id(scene.owner, scene.org_id)[scene.target_user_id] == common_pb2.ROLE_ADMIN
 
 
 def _remove_member(caller: Client, scene: OrgScene) -> Any:
@@ -226,6 +230,8 @@ def _check_verify_audit_chain(response: Any, scene: OrgScene) -> None:
     assert response.events_checked >= 3  # org created, trial started, member added
 
 
+MEMBER_ROLE = EXPECTED_PERMISSIONS["member"]
+
 ORG_RPCS: tuple[OrgRpc, ...] = (
     OrgRpc(
         "GetOrganization",
@@ -233,9 +239,12 @@ ORG_RPCS: tuple[OrgRpc, ...] = (
         lambda caller, scene: caller.tenancy.GetOrganization(tenancy_pb2.GetOrganizationRequest(org_id=scene.org_id)),
         _check_get_organization,
     ),
-    OrgRpc("AddMember", "members:manage", _add_member, _check_add_member, mutates=True),
-    OrgRpc("UpdateMemberRole", "members:manage", _update_member_role, _check_update_member_role, mutates=True),
-    OrgRpc("RemoveMember", "members:manage", _remove_member, _check_remove_member, mutates=True),
+    OrgRpc("AddMember", "members:manage", _add_member, _check_add_member, mutates=True, also_needs=MEMBER_ROLE),
+    OrgRpc(
+        "UpdateMemberRole", "members:manage", _update_member_role, _check_update_member_role, mutates=True,
+        also_needs=EXPECTED_PERMISSIONS["admin"],
+    ),
+    OrgRpc("RemoveMember", "members:manage", _remove_member, _check_remove_member, mutates=True, also_needs=MEMBER_ROLE),
     OrgRpc(
         "ListMembers",
         "members:read",

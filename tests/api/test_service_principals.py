@@ -27,7 +27,7 @@ from support import new_service, new_user
 @pytest.mark.parametrize("rpc", ORG_RPCS, ids=ORG_RPC_IDS)
 def test_a_service_with_the_scope_for_the_org_may_call(channel, rpc: OrgRpc) -> None:
     scene = new_scene(channel)
-    service = new_service(channel, scopes=(rpc.permission,), orgs=(scene.org_id,))
+    service = new_service(channel, scopes=(rpc.permission, *rpc.also_needs), orgs=(scene.org_id,))
 
     rpc.check(rpc.call(service, scene), scene)
 
@@ -35,7 +35,7 @@ def test_a_service_with_the_scope_for_the_org_may_call(channel, rpc: OrgRpc) -> 
 @pytest.mark.parametrize("rpc", ORG_RPCS, ids=ORG_RPC_IDS)
 def test_a_service_with_the_scope_for_every_org_may_call(channel, rpc: OrgRpc) -> None:
     scene = new_scene(channel)
-    service = new_service(channel, scopes=(rpc.permission,), orgs=("*",))
+    service = new_service(channel, scopes=(rpc.permission, *rpc.also_needs), orgs=("*",))
 
     rpc.check(rpc.call(service, scene), scene)
 
@@ -133,7 +133,8 @@ def test_a_service_needs_the_owners_scope_to_add_an_owner(channel) -> None:
     scene = new_scene(channel)
     email = unique_email("service-made-owner")
     plain = new_service(channel, scopes=("members:manage",), orgs=(scene.org_id,))
-    trusted = new_service(channel, scopes=("members:manage", "owners:manage"), orgs=(scene.org_id,))
+    # Granting the Owner role needs every permission an Owner has (the grant rule).
+    trusted = new_service(channel, scopes=ALL_ORG_PERMISSIONS, orgs=(scene.org_id,))
     request = tenancy_pb2.AddMemberRequest(org_id=scene.org_id, email=email, role=common_pb2.ROLE_OWNER)
 
     denied = failure(lambda: plain.tenancy.AddMember(request))
@@ -146,7 +147,7 @@ def test_a_service_needs_the_owners_scope_to_add_an_owner(channel) -> None:
 
 def test_a_service_change_is_audited_as_the_service(channel) -> None:
     scene = new_scene(channel)
-    service = new_service(channel, scopes=("members:manage",), orgs=(scene.org_id,))
+    service = new_service(channel, scopes=("members:manage", "org:read", "usage:read", "usage:write"), orgs=(scene.org_id,))
     email = unique_email("by-service")
 
     added = service.tenancy.AddMember(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nobill.auth.permissions import ORG_PERMISSIONS, Role, permissions_of
+from nobill.auth.permissions import ORG_PERMISSIONS, Role, may_assign, permissions_of
 from nobill.auth.principals import service_from_claims
 
 MATRIX = {
@@ -45,3 +45,24 @@ def test_a_wildcard_service_may_act_for_any_org() -> None:
 def test_a_service_with_no_org_list_acts_for_none() -> None:
     service = service_from_claims({"sub": "s", "scope": "org:read"})
     assert not service.may_act_for("org_a")
+
+
+# The grant rule, written out: which roles' permissions each role holds in full. (The
+# RPCs also need members:manage, so over the API only Owners and Admins assign roles.)
+MAY_ASSIGN = {
+    Role.OWNER: {Role.OWNER, Role.ADMIN, Role.MEMBER, Role.BILLING_MANAGER},
+    Role.ADMIN: {Role.ADMIN, Role.MEMBER},
+    Role.MEMBER: {Role.MEMBER},
+    Role.BILLING_MANAGER: {Role.BILLING_MANAGER},  # not Member: it lacks usage:write
+}
+
+
+@pytest.mark.parametrize("actor", list(Role))
+@pytest.mark.parametrize("target", list(Role))
+def test_a_role_may_assign_exactly_the_roles_whose_permissions_it_holds(actor: Role, target: Role) -> None:
+    assert may_assign(permissions_of(actor), target) is (target in MAY_ASSIGN[actor])
+
+
+def test_a_service_may_assign_a_role_only_with_all_of_its_permissions() -> None:
+    assert not may_assign(frozenset({"members:manage"}), Role.MEMBER)
+    assert may_assign(frozenset({"members:manage", "org:read", "usage:read", "usage:write"}), Role.MEMBER)
