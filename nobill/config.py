@@ -102,6 +102,31 @@ def _webhook_secrets(name: str, value: str) -> tuple[str, ...]:
     return secrets
 
 
+def _text_list(name: str, value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+_AUDIT_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MINIMUM_AUDIT_KEY_BYTES = 32
+
+
+def _audit_keys(name: str, value: str) -> tuple[tuple[str, bytes], ...]:
+    """`id:secret[,id:secret...]`: every key verifies, the last one listed signs."""
+    keys: list[tuple[str, bytes]] = []
+    for part in (entry.strip() for entry in value.split(",")):
+        if not part:
+            continue
+        key_id, sep, secret = part.partition(":")
+        if not sep or not _AUDIT_KEY_ID.fullmatch(key_id):
+            raise ConfigError(name, "expected comma-separated id:secret pairs, ids of 1-32 letters, digits, _ or -")
+        if len(secret.encode()) < MINIMUM_AUDIT_KEY_BYTES:
+            raise ConfigError(name, f"key {key_id!r} must be at least {MINIMUM_AUDIT_KEY_BYTES} bytes")
+        if any(existing == key_id for existing, _ in keys):
+            raise ConfigError(name, f"key id {key_id!r} appears more than once")
+        keys.append((key_id, secret.encode()))
+    return tuple(keys)
+
+
 def _log_level(name: str, value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -128,7 +153,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_JWT_JWKS_FILE", "jwt_jwks_file", "", "Path of a JWKS file with the RS256/ES256 public keys of the identity provider.", _optional_text),
     Setting("NOBILL_JWT_ISSUER", "jwt_issuer", "nobill", "Required `iss` claim.", _text),
     Setting("NOBILL_JWT_AUDIENCE", "jwt_audience", "nobill", "Required `aud` claim.", _text),
+    Setting("NOBILL_JWT_JWKS_URL", "jwt_jwks_url", "", "URL of the identity provider's JWKS (RS256/ES256 public keys); fetched, cached for 5 minutes and fetched again when a token names an unknown `kid`. Used when no JWKS file is set.", _http_url),
     Setting("NOBILL_JWT_LEEWAY_SECONDS", "jwt_leeway_seconds", "30", "Clock skew allowed on `exp` and `nbf`.", _non_negative_int),
+    Setting("NOBILL_JWT_MAX_LIFETIME_SECONDS", "jwt_max_lifetime_seconds", "86400", "Longest token lifetime accepted, from `iat` (or from now when there is none) to `exp`.", _positive_int),
+    Setting("NOBILL_JWT_TRUSTED_EMAIL_ISSUERS", "jwt_trusted_email_issuers", "", "Comma-separated issuers whose `email` claims count as verified without `email_verified: true` (an invitation is claimed only with a verified email).", _text_list),
+    Setting("NOBILL_AUDIT_KEY", "audit_keys", "", "Audit-chain keys, `id:secret` (32+ bytes) comma-separated: every key verifies, the last one signs new events (rotation). Required by `serve`; `nobill dev` generates one.", _audit_keys),
+    Setting("NOBILL_RATE_LIMIT_CALLS_PER_SECOND", "rate_limit_calls_per_second", "200", "Calls per second one principal (user or service) may make, across all server processes (Redis); 0 turns the limit off.", _non_negative_int),
+    Setting("NOBILL_RATE_LIMIT_CONCURRENT_CALLS", "rate_limit_concurrent_calls", "16", "Calls one principal may have in flight in one server process; 0 turns the limit off.", _non_negative_int),
+    Setting("NOBILL_RATE_LIMIT_ORGS_PER_DAY", "rate_limit_orgs_per_day", "10", "Organizations one user may create per 24 hours (Redis); 0 turns the limit off.", _non_negative_int),
     Setting("STRIPE_API_KEY", "stripe_api_key", "", "Stripe secret key. Unset: `nobill dev` starts the Stripe sandbox and uses a test key.", _stripe_key),
     Setting("NOBILL_STRIPE_API_BASE", "stripe_api_base", "", "Stripe API base URL; set it to the sandbox's URL. Unset: Stripe's own.", _http_url),
     Setting("NOBILL_STRIPE_WEBHOOK_SECRETS", "stripe_webhook_secrets", "", "Comma-separated `whsec_` signing secrets; any one may match (rotation).", _webhook_secrets),
@@ -152,7 +184,14 @@ class Settings:
     jwt_jwks_file: str | None = None
     jwt_issuer: str = "nobill"
     jwt_audience: str = "nobill"
+    jwt_jwks_url: str | None = None
     jwt_leeway_seconds: int = 30
+    jwt_max_lifetime_seconds: int = 86400
+    jwt_trusted_email_issuers: tuple[str, ...] = ()
+    audit_keys: tuple[tuple[str, bytes], ...] = ()
+    rate_limit_calls_per_second: int = 200
+    rate_limit_concurrent_calls: int = 16
+    rate_limit_orgs_per_day: int = 10
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
@@ -185,8 +224,8 @@ class Settings:
         return value
 
     def require_jwt_keys(self) -> None:
-        if not self.jwt_secret and not self.jwt_jwks_file:
-            raise ConfigError("NOBILL_JWT_SECRET", "set NOBILL_JWT_SECRET or NOBILL_JWT_JWKS_FILE")
+        if not self.jwt_secret and not self.jwt_jwks_file and not self.jwt_jwks_url:
+            raise ConfigError("NOBILL_JWT_SECRET", "set NOBILL_JWT_SECRET, NOBILL_JWT_JWKS_FILE or NOBILL_JWT_JWKS_URL")
 
 
 def log_level_number(settings: Settings) -> int:

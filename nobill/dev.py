@@ -89,7 +89,7 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     return {
         "token": mint_token(
             secret=secret, issuer=issuer, audience=audience,
-            subject=DEV_USER["subject"], email=DEV_USER["email"], ttl_seconds=7 * 86400,
+            subject=DEV_USER["subject"], email=DEV_USER["email"], ttl_seconds=settings.jwt_max_lifetime_seconds,
         ),
         "service_token": mint_token(
             secret=secret, issuer=issuer, audience=audience,
@@ -97,7 +97,7 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
             service=True,
             scopes=sorted(ORG_PERMISSIONS | SERVICE_SCOPES),
             orgs=["*"],
-            ttl_seconds=7 * 86400,
+            ttl_seconds=settings.jwt_max_lifetime_seconds,
         ),
     }
 

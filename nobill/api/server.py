@@ -50,6 +50,8 @@ def token_verifier(settings: Settings) -> TokenVerifier:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway_seconds=settings.jwt_leeway_seconds,
+            jwks_url=settings.jwt_jwks_url,
+            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
         )
     )
 
@@ -60,7 +62,13 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     `authentication=False` exists for the benchmark's baseline only; nothing in the CLI
     turns it off."""
     rules = load_rules()  # raises ConfigError if any RPC declares no access rule
-    authenticator = Authenticator(token_verifier(settings), database) if authentication else None
+    authenticator = (
+        Authenticator(
+            token_verifier(settings), database, trusted_email_issuers=settings.jwt_trusted_email_issuers
+        )
+        if authentication
+        else None
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
         interceptors=[NobillInterceptor(rules=rules, database=database, authenticator=authenticator)],

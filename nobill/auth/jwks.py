@@ -1,4 +1,6 @@
-"""Public signing keys for RS256/ES256 tokens, read once from a JWKS file (NOBILL_JWT_JWKS_FILE)."""
+"""Public signing keys for RS256/ES256 tokens: read once from a JWKS file
+(NOBILL_JWT_JWKS_FILE), or fetched from the identity provider's JWKS URL
+(NOBILL_JWT_JWKS_URL) through PyJWT's PyJWKClient, cached and refreshed on an unknown kid."""
 
 from __future__ import annotations
 
@@ -7,14 +9,13 @@ import binascii
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt import PyJWKClient
+from jwt.exceptions import PyJWKClientError, PyJWKError
 
 from nobill.errors import ConfigError
 
@@ -35,7 +36,11 @@ class VerificationKey:
 
     kid: str | None
     algorithm: str  # "RS256" or "ES256"
-    verify_signature: Callable[[bytes, bytes], bool]  # (signing_input, signature) -> valid?
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey  # handed to jwt.decode
+
+
+class UnusableKey(Exception):
+    """A key from the JWKS URL that cannot be used for our tokens (reason in the message)."""
 
 
 def load_verification_keys(path: str) -> dict[str | None, VerificationKey]:
@@ -108,15 +113,15 @@ def _parse_jwk(jwk: Any, *, where: str) -> VerificationKey | None:
         if kty == "RSA":
             if declared_algorithm not in (None, "RS256"):
                 raise ConfigError(SETTING, f'{where}: an RSA key cannot have "alg" {declared_algorithm!r}')
-            return VerificationKey(kid=kid, algorithm="RS256", verify_signature=_rsa_verifier(jwk, where=where))
+            return VerificationKey(kid=kid, algorithm="RS256", public_key=_rsa_key(jwk, where=where))
         if declared_algorithm not in (None, "ES256"):
             raise ConfigError(SETTING, f'{where}: an EC key cannot have "alg" {declared_algorithm!r}')
-        return VerificationKey(kid=kid, algorithm="ES256", verify_signature=_p256_verifier(jwk, where=where))
+        return VerificationKey(kid=kid, algorithm="ES256", public_key=_p256_key(jwk, where=where))
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise ConfigError(SETTING, f"{where} is not a valid {kty} public key: {error}") from error
 
 
-def _rsa_verifier(jwk: dict[str, Any], *, where: str) -> Callable[[bytes, bytes], bool]:
+def _rsa_key(jwk: dict[str, Any], *, where: str) -> rsa.RSAPublicKey:
     modulus = int.from_bytes(_decode_key_parameter(jwk, "n"), "big")
     exponent = int.from_bytes(_decode_key_parameter(jwk, "e"), "big")
     public_key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
@@ -124,20 +129,10 @@ def _rsa_verifier(jwk: dict[str, Any], *, where: str) -> Callable[[bytes, bytes]
         raise ConfigError(
             SETTING, f"{where}: RSA key has {public_key.key_size} bits; at least {MINIMUM_RSA_KEY_BITS} needed"
         )
-    pkcs1v15 = padding.PKCS1v15()
-    sha256 = hashes.SHA256()
-
-    def verify_rs256(signing_input: bytes, signature: bytes) -> bool:
-        try:
-            public_key.verify(signature, signing_input, pkcs1v15, sha256)
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify_rs256
+    return public_key
 
 
-def _p256_verifier(jwk: dict[str, Any], *, where: str) -> Callable[[bytes, bytes], bool]:
+def _p256_key(jwk: dict[str, Any], *, where: str) -> ec.EllipticCurvePublicKey:
     if jwk.get("crv") != "P-256":
         raise ConfigError(SETTING, f'{where}: ES256 needs "crv": "P-256", not {jwk.get("crv")!r}')
     x = _decode_key_parameter(jwk, "x")
@@ -145,24 +140,7 @@ def _p256_verifier(jwk: dict[str, Any], *, where: str) -> Callable[[bytes, bytes
     if len(x) != _P256_COORDINATE_BYTES or len(y) != _P256_COORDINATE_BYTES:
         raise ConfigError(SETTING, f"{where}: P-256 coordinates must be {_P256_COORDINATE_BYTES} bytes each")
     # public_key() refuses points that are not on the curve (invalid-curve attacks).
-    public_key = ec.EllipticCurvePublicNumbers(
-        int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-    ).public_key()
-    ecdsa_sha256 = ec.ECDSA(hashes.SHA256())
-
-    def verify_es256(signing_input: bytes, signature: bytes) -> bool:
-        # JWS carries the raw r||s pair (RFC 7518 §3.4); cryptography wants DER.
-        if len(signature) != 2 * _P256_COORDINATE_BYTES:
-            return False
-        r = int.from_bytes(signature[:_P256_COORDINATE_BYTES], "big")
-        s = int.from_bytes(signature[_P256_COORDINATE_BYTES:], "big")
-        try:
-            public_key.verify(encode_dss_signature(r, s), signing_input, ecdsa_sha256)
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify_es256
+    return ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()).public_key()
 
 
 def _decode_key_parameter(jwk: dict[str, Any], name: str) -> bytes:
@@ -173,3 +151,65 @@ def _decode_key_parameter(jwk: dict[str, Any], name: str) -> bytes:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except binascii.Error as error:
         raise ValueError(f'"{name}" is not valid base64url') from error
+
+
+class RemoteJwks:
+    """Signing keys published at the identity provider's JWKS URL. PyJWKClient fetches
+    and caches the key set (`lifespan` seconds) and fetches it again when a token names
+    an unknown kid (at most once per `cooldown` seconds, so random kids cannot make us
+    hammer the provider); every key passes the same policy as the JWKS file's."""
+
+    def __init__(self, url: str, *, lifespan: float = 300, cooldown: float = 30, timeout: float = 5) -> None:
+        try:
+            self._client = PyJWKClient(
+                url, cache_jwk_set=True, lifespan=lifespan, cooldown_duration=cooldown, timeout=timeout
+            )
+        except PyJWKClientError as error:
+            raise ConfigError("NOBILL_JWT_JWKS_URL", str(error)) from None
+        self._keys: dict[tuple[str | None, int], VerificationKey] = {}
+
+    def key_for(self, kid: str | None) -> VerificationKey:
+        """The verification key named `kid` (or the lone signing key when kid is None);
+        raises UnusableKey when there is none or it breaks the key policy."""
+        try:
+            if kid is None:
+                signing_keys = self._client.get_signing_keys()
+                if len(signing_keys) != 1:
+                    raise UnusableKey("token has no kid and the JWKS URL publishes several keys")
+                jwk = signing_keys[0]
+            else:
+                jwk = self._client.get_signing_key(kid)
+        except (PyJWKClientError, PyJWKError) as error:
+            message = str(error)
+            if "Unable to find a signing key" in message:
+                raise UnusableKey(f"unknown kid {kid!r:.80}") from None
+            raise UnusableKey(f"JWKS URL: {message:.200}") from None
+        # The same key object is checked once, not on every call.
+        cache_key = (kid, id(jwk.key))
+        checked = self._keys.get(cache_key)
+        if checked is None:
+            checked = _checked_remote_key(kid, jwk.key, jwk.algorithm_name)
+            if len(self._keys) > 64:
+                self._keys.clear()
+            self._keys[cache_key] = checked
+        return checked
+
+
+def _checked_remote_key(kid: str | None, key: Any, declared_algorithm: str | None) -> VerificationKey:
+    """The key policy for keys fetched from the JWKS URL: public RSA keys of at least
+    MINIMUM_RSA_KEY_BITS for RS256, public P-256 keys for ES256, nothing else."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MINIMUM_RSA_KEY_BITS:
+            raise UnusableKey(f"RSA key {kid!r:.80} has {key.key_size} bits; at least {MINIMUM_RSA_KEY_BITS} needed")
+        algorithm = "RS256"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise UnusableKey(f"EC key {kid!r:.80} is not on P-256")
+        algorithm = "ES256"
+    else:
+        # Symmetric keys (an HMAC secret published next to the public keys would let anyone
+        # forge tokens) and private keys are never used.
+        raise UnusableKey(f"key {kid!r:.80} is not an RSA or P-256 public key")
+    if declared_algorithm not in (None, algorithm):
+        raise UnusableKey(f"key {kid!r:.80} declares alg {declared_algorithm!r:.20}; only {algorithm} fits it")
+    return VerificationKey(kid=kid, algorithm=algorithm, public_key=key)

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from psycopg.pq import TransactionStatus
@@ -177,6 +178,16 @@ class UnitOfWork:
     @property
     def committed(self) -> bool:
         return self._committed
+
+
+@contextmanager
+def transaction(database: Database, **binding: Any) -> Iterator[UnitOfWork]:
+    """A unit of work that commits when the block ends without an exception (and rolls
+    back otherwise): the caller never commits itself."""
+    with UnitOfWork(database, **binding) as uow:
+        yield uow
+        if not uow.committed:
+            uow.commit()
 
 
 def _is_connection_error(error: BaseException) -> bool:

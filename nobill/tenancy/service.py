@@ -272,6 +272,16 @@ def add_member(
     user_id = _user_for_email(uow, email)
     if role_of(uow=uow, user_id=user_id) is not None:
         raise AlreadyExists(f"{email} is already a member of this organization")
+    lookalike = uow.execute(
+        select(users.c.email)
+        .join(memberships, memberships.c.user_id == users.c.user_id)
+        .where(func.lower(users.c.email) == emails.lookalike_key(email))
+        .limit(1)
+    ).scalar_one_or_none()
+    if lookalike is not None:
+        # Differs only in letter case from a member's address: either the same person
+        # (already a member) or an imitation of them; neither gets a second seat.
+        raise AlreadyExists(f"{email} differs only in letter case from {lookalike}, already a member")
     if plan.max_members:
         count = uow.execute(select(func.count()).select_from(memberships)).scalar_one()
         if count >= plan.max_members:

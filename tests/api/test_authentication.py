@@ -219,7 +219,7 @@ def test_the_role_comes_from_the_membership_not_the_token(channel, claims: dict[
     owner = new_user(channel)
     org = create_org(owner)
     member, _ = join(channel, owner, org.id, common_pb2.ROLE_MEMBER)
-    boastful = Client(channel, _hs256(_claims(sub=member.subject, email=member.email, **claims)))
+    boastful = Client(channel, _hs256(_claims(sub=member.subject, email=member.email, email_verified=True, **claims)))
 
     permissions = boastful.tenancy.GetMyPermissions(tenancy_pb2.GetMyPermissionsRequest(org_id=org.id))
     error = failure(

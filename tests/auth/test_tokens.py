@@ -679,7 +679,7 @@ def test_neither_secret_nor_jwks_is_a_config_error() -> None:
         TokenVerifier(JwtSettings(secret=None, jwks_file=None, issuer=ISSUER, audience=AUDIENCE))
 
     assert refused.value.setting == "NOBILL_JWT_SECRET"
-    assert refused.value.problem == "set NOBILL_JWT_SECRET or NOBILL_JWT_JWKS_FILE"
+    assert refused.value.problem == "set NOBILL_JWT_SECRET, NOBILL_JWT_JWKS_FILE or NOBILL_JWT_JWKS_URL"
 
 
 @pytest.mark.parametrize("secret", ["", "x" * 31, "é" * 15])  # "é" is 2 bytes: 30 bytes
