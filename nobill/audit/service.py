@@ -17,6 +17,7 @@ from nobill.audit.actors import Actor, ActorType, AuditContext
 from nobill.audit.tables import audit_chain_heads, audit_events
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import InvalidArgument
+from nobill.text import clean_text
 
 GENESIS_HASH = "0" * 64
 _CHAIN_BATCH = 1000
@@ -169,7 +170,8 @@ def list_(
     if len(actions) > 50:
         raise InvalidArgument("at most 50 action filters", field="actions")
     for action in actions:
-        if not action or len(action) > 100 or not action.isprintable():
+        # Filters match stored actions exactly, so they are checked, not normalised.
+        if not action or len(action) > 100 or clean_text(action, field="actions", max_length=100) != action:
             raise InvalidArgument("each action filter must be 1 to 100 printable characters", field="actions")
     if start_time and end_time and start_time >= end_time:
         raise InvalidArgument("start_time must be before end_time", field="start_time")

@@ -18,6 +18,7 @@ from nobill.db.compiled import CompiledQuery
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from nobill.tenancy import emails
+from nobill.text import clean_text
 from nobill.tenancy.tables import memberships, organizations, users
 
 MAX_NAME_LENGTH = 200
@@ -47,14 +48,7 @@ def _now() -> dt.datetime:
 
 
 def _clean_name(name: str) -> str:
-    cleaned = " ".join(name.split())
-    if not cleaned:
-        raise InvalidArgument("name is required", field="name")
-    if len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
-    if any(ord(char) < 32 for char in cleaned):
-        raise InvalidArgument("name must not contain control characters", field="name")
-    return cleaned
+    return clean_text(name, field="name", max_length=MAX_NAME_LENGTH)
 
 
 # --- users -------------------------------------------------------------------------

@@ -74,3 +74,48 @@ def test_an_undecodable_streamed_message_is_invalid_argument(channel) -> None:
     error = failure(call)
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+
+
+HOSTILE_TEXT = {
+    "del": "Acme\x7f",
+    "c1-control": "Acme\x85Corp",
+    "bidi-override": "Acme \u202eproC",
+    "bidi-isolate": "Acme \u2066Corp\u2069",
+    "zero-width-space": "Ac\u200bme",
+    "zero-width-joiner": "Ac\u200dme",
+    "word-joiner": "Ac\u2060me",
+    "bom": "\ufeffAcme",
+    "nul": "Acme\x00",
+    "private-use": "Acme \ue000",
+    "line-separator": "Acme\u2028Corp",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEXT.values()), ids=list(HOSTILE_TEXT))
+def test_an_org_name_with_invisible_or_control_characters_is_invalid(channel, name: str) -> None:
+    user = new_user(channel)
+
+    error = failure(lambda: user.tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name=name)))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert user.tenancy.ListOrganizations(tenancy_pb2.ListOrganizationsRequest()).organizations == []
+
+
+def test_an_org_name_is_nfc_normalised_and_keeps_real_letters(channel) -> None:
+    user = new_user(channel)
+
+    created = create_org(user, "Cafe\u0301  Zoë  東京")
+
+    assert created.name == "Caf\u00e9 Zoë 東京"
+
+
+@pytest.mark.parametrize("action", list(HOSTILE_TEXT.values()), ids=list(HOSTILE_TEXT))
+def test_an_audit_action_filter_with_invisible_characters_is_invalid(channel, action: str) -> None:
+    from nobill.v1 import audit_pb2
+
+    user = new_user(channel)
+    org = create_org(user)
+
+    error = failure(lambda: user.audit.ListAuditEvents(audit_pb2.ListAuditEventsRequest(org_id=org.id, actions=[action])))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
