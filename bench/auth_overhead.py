@@ -57,6 +57,7 @@ def start_servers(database_url: str, *, auth: bool, processes: int) -> tuple[lis
         **os.environ,
         "NOBILL_DATABASE_URL": database_url,
         "NOBILL_JWT_SECRET": SECRET,
+        "NOBILL_AUDIT_KEY": "bench:audit-key-that-is-long-enough-for-hmac-0000",
         "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}",
         "NOBILL_GRPC_THREADS": "16",
         "NOBILL_DB_POOL_SIZE": "16",

@@ -121,6 +121,79 @@ def _dev_secret(settings: Settings) -> str | None:
     return None
 
 
+# --- audit -------------------------------------------------------------------------
+
+
+def _audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.audit import checkpoints, keys
+    from nobill.audit import service as audit
+    from nobill.db.database import connect
+    from nobill.db.unit_of_work import transaction
+
+    keyring = keys.from_settings(settings.audit_keys)
+    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=1)
+    try:
+        with transaction(database) as uow:
+            heads = audit.heads(uow=uow)
+    finally:
+        database.dispose()
+    wanted = set(args.org or ())
+    taken = [
+        checkpoints.sign(keyring, org_id=head.org_id, sequence=head.sequence, hash=head.hash)
+        for head in heads
+        if not wanted or head.org_id in wanted
+    ]
+    missing = wanted - {checkpoint.org_id for checkpoint in taken}
+    if missing:
+        raise ConfigError("--org", f"no audit chain for {', '.join(sorted(missing))}")
+    document = checkpoints.dumps(taken)
+    if args.output in (None, "-"):
+        sys.stdout.write(document)
+    else:
+        path = Path(args.output)
+        path.write_text(document)
+        print(f"checkpoint of {len(taken)} organization(s) written to {path}", file=sys.stderr)
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.audit import checkpoints, keys
+    from nobill.audit import service as audit
+    from nobill.db.database import connect
+    from nobill.db.unit_of_work import transaction
+    from nobill.errors import InvalidArgument
+
+    keyring = keys.from_settings(settings.audit_keys)
+    keys.install(keyring)
+    try:
+        text = sys.stdin.read() if args.checkpoint == "-" else Path(args.checkpoint).read_text()
+    except OSError as error:
+        raise ConfigError("--checkpoint", f"cannot read {args.checkpoint}: {error.strerror or error}") from None
+    try:
+        entries = checkpoints.loads(text)
+    except InvalidArgument as error:
+        raise ConfigError("--checkpoint", error.message) from None
+    if args.org:
+        entries = [entry for entry in entries if entry.org_id in set(args.org)]
+    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=1)
+    broken = 0
+    try:
+        for position, entry in enumerate(entries, 1):
+            try:
+                checkpoints.check_signature(keyring, entry)
+                with transaction(database, org_id=entry.org_id) as uow:
+                    report = audit.verify_chain(uow=uow, checkpoint=entry)
+            except InvalidArgument as error:
+                report = audit.ChainReport(False, 0, 0, error.message)
+            status = "valid" if report.valid else f"BROKEN at event {report.first_broken_sequence}: {report.reason}"
+            print(f"[{position}/{len(entries)}] {entry.org_id}: {status} ({report.events_checked} events checked)")
+            broken += not report.valid
+    finally:
+        database.dispose()
+    print(f"{len(entries) - broken} of {len(entries)} organization(s) verified", file=sys.stderr)
+    return 1 if broken else 0
+
+
 # --- dev ---------------------------------------------------------------------------
 
 
@@ -183,6 +256,31 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--org", action="append", help="an org id a service token may act for, or * (repeatable)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: 86400)")
     token.set_defaults(handler=_token)
+
+    audit = commands.add_parser(
+        "audit",
+        help="checkpoint and verify the audit chains",
+        description="Export signed checkpoints of every organization's audit chain head, and verify the chains "
+        "against them (NOBILL_DATABASE_URL, NOBILL_AUDIT_KEY). Keep checkpoints outside the database.",
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    checkpoint = audit_commands.add_parser(
+        "checkpoint",
+        help="write a signed checkpoint of each organization's chain head",
+        description="Write a signed checkpoint (JSON) of each organization's audit chain head.",
+    )
+    checkpoint.add_argument("--output", "-o", help="file to write (default: stdout)")
+    checkpoint.add_argument("--org", action="append", help="only this organization (repeatable)")
+    checkpoint.set_defaults(handler=_audit_checkpoint)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="verify the audit chains against a checkpoint",
+        description="Verify each checkpointed organization's chain: every keyed hash, and that the checkpointed "
+        "event is still there unchanged. Exit 1 if any chain is broken.",
+    )
+    verify.add_argument("--checkpoint", required=True, help="checkpoint file written by `nobill audit checkpoint` (- for stdin)")
+    verify.add_argument("--org", action="append", help="only this organization (repeatable)")
+    verify.set_defaults(handler=_audit_verify)
 
     dev = commands.add_parser(
         "dev",

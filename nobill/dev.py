@@ -45,6 +45,17 @@ def _jwt_secret(settings: Settings, data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _audit_keys(settings: Settings, data_dir: Path) -> tuple[tuple[str, bytes], ...]:
+    """The configured audit keys, or one generated once and kept beside the JWT secret."""
+    if settings.audit_keys:
+        return settings.audit_keys
+    path = data_dir / "audit_key"
+    if not path.exists():
+        path.write_text(f"dev-1:{secrets.token_urlsafe(48)}")
+        path.chmod(0o600)
+    return Settings.from_env({"NOBILL_AUDIT_KEY": path.read_text().strip()}).audit_keys
+
+
 def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
     """Start whatever is not configured (PostgreSQL, Redis, the Stripe sandbox), apply
     migrations; returns the completed settings and handles to keep alive."""
@@ -74,6 +85,7 @@ def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
         changes["stripe_api_key"] = DEV_STRIPE_KEY
         changes["stripe_api_base"] = sandbox.url
     changes["jwt_secret"] = _jwt_secret(settings, data_dir)
+    changes["audit_keys"] = _audit_keys(settings, data_dir)
     settings = settings.replace(**changes)
     _progress("applying database migrations")
     upgrade(settings.require("database_url"), app_role=settings.db_app_role)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from nobill.config import Settings
-from support import TEST_SECRET, with_database
+from support import TEST_AUDIT_KEY, TEST_SECRET, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 # NOBILL_TEST_EMBEDDED=1 exercises the no-servers path on a machine that has servers.
@@ -102,6 +102,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
             "NOBILL_GRPC_THREADS": "16",
             "NOBILL_DB_POOL_SIZE": "10",
             "NOBILL_JWT_SECRET": TEST_SECRET,
+            "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
         }
     )
 

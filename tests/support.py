@@ -10,6 +10,8 @@ import grpc
 from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+# NOBILL_AUDIT_KEY of the test server: an old key that still verifies, and the signing key.
+TEST_AUDIT_KEY = "test-old:audit-key-that-is-long-enough-0123456789,test-1:another-audit-key-long-enough-9876543210"
 
 
 def mint(

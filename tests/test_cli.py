@@ -18,10 +18,10 @@ import pytest
 
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.v1 import tenancy_pb2
-from support import TEST_SECRET, Client, mint, with_database
+from support import TEST_AUDIT_KEY, TEST_SECRET, Client, mint, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox"]
+COMMANDS = ["serve", "worker", "migrate", "token", "audit", "dev", "sandbox"]
 
 
 def nobill(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -89,7 +89,8 @@ def test_serve_on_a_taken_address_names_the_setting(database_url: str) -> None:
         port = taken.getsockname()[1]
         result = nobill(
             "serve",
-            env={"NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}"},
+            env={"NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
+                 "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}"},
         )
     assert result.returncode == 2, result.stderr
     assert "NOBILL_GRPC_ADDR" in result.stderr and "cannot listen" in result.stderr
@@ -161,7 +162,7 @@ def test_serve_runs_several_processes_on_one_port_and_stops_on_sigterm(database_
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
         env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET,
-             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
+             "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nobill.api import convert
 from nobill.api.context import OrgCallContext
+from nobill.audit import checkpoints, keys
 from nobill.audit import service as audit
 from nobill.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
@@ -24,6 +25,7 @@ def _event(event: audit.AuditEvent) -> audit_pb2.AuditEvent:
         create_time=convert.timestamp(event.created_at),
         hash=event.hash,
         previous_hash=event.previous_hash,
+        key_id=event.key_id or "",
     )
 
 
@@ -41,7 +43,18 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.ListAuditEventsResponse(events=[_event(e) for e in events], next_page_token=next_token)
 
     def VerifyAuditChain(self, request, context: OrgCallContext):  # noqa: N802, ANN001
-        report = audit.verify_chain(uow=context.uow)
+        checkpoint = None
+        if request.HasField("checkpoint"):
+            checkpoint = checkpoints.Checkpoint(
+                org_id=request.org_id,
+                sequence=request.checkpoint.sequence,
+                hash=request.checkpoint.hash,
+                created_at=request.checkpoint.create_time,
+                key_id=request.checkpoint.key_id,
+                signature=request.checkpoint.signature,
+            )
+            checkpoints.check_signature(keys.current(), checkpoint)
+        report = audit.verify_chain(uow=context.uow, checkpoint=checkpoint)
         return audit_pb2.VerifyAuditChainResponse(
             valid=report.valid,
             events_checked=report.events_checked,

@@ -17,6 +17,7 @@ from nobill.api.billing_servicer import BillingServicer
 from nobill.api.interceptor import NobillInterceptor
 from nobill.api.tenancy_servicer import TenancyServicer
 from nobill.api.usage_servicer import UsageServicer
+from nobill.audit import keys
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.config import Settings
@@ -62,11 +63,11 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     `authentication=False` exists for the benchmark's baseline only; nothing in the CLI
     turns it off."""
     rules = load_rules()  # raises ConfigError if any RPC declares no access rule
+    verifier = token_verifier(settings) if authentication else None
+    keys.install(keys.from_settings(settings.audit_keys))  # ConfigError without NOBILL_AUDIT_KEY
     authenticator = (
-        Authenticator(
-            token_verifier(settings), database, trusted_email_issuers=settings.jwt_trusted_email_issuers
-        )
-        if authentication
+        Authenticator(verifier, database, trusted_email_issuers=settings.jwt_trusted_email_issuers)
+        if verifier is not None
         else None
     )
     server = grpc.server(

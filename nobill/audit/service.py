@@ -1,5 +1,6 @@
 """The audit log: appended in the same transaction as the change it records,
-hash-chained per org, verified on demand."""
+hash-chained per org with a key kept outside the database (HMAC-SHA256 under
+NOBILL_AUDIT_KEY), verified on demand, optionally against a signed checkpoint."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, text
 
 from nobill import pagination
+from nobill.audit import keys
 from nobill.audit.actors import Actor, ActorType, AuditContext
+from nobill.audit.checkpoints import Checkpoint
 from nobill.audit.tables import audit_chain_heads, audit_events
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import InvalidArgument
@@ -37,6 +40,7 @@ class AuditEvent:
     created_at: dt.datetime
     previous_hash: str
     hash: str
+    key_id: str | None = None  # None: written before audit keys (plain SHA-256)
 
 
 @dataclass(frozen=True)
@@ -47,30 +51,49 @@ class ChainReport:
     reason: str
 
 
+def _canonical(event: AuditEvent) -> bytes:
+    """A canonical JSON form of the event (its own `hash` aside), with the previous
+    event's hash and, for keyed events, the key id."""
+    fields: list[Any] = [
+        event.org_id,
+        event.sequence,
+        event.actor.type.value,
+        event.actor.id,
+        event.actor.display_name,
+        event.action,
+        event.target_type,
+        event.target_id,
+        event.before,
+        event.after,
+        event.request_id,
+        event.created_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+        event.previous_hash,
+    ]
+    if event.key_id is not None:
+        fields.append(event.key_id)
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def compute_hash(event: AuditEvent) -> str:
-    """SHA-256 over a canonical JSON form of the event (its own `hash` aside) and the
-    previous event's hash."""
-    canonical = json.dumps(
-        [
-            event.org_id,
-            event.sequence,
-            event.actor.type.value,
-            event.actor.id,
-            event.actor.display_name,
-            event.action,
-            event.target_type,
-            event.target_id,
-            event.before,
-            event.after,
-            event.request_id,
-            event.created_at.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
-            event.previous_hash,
-        ],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """Plain SHA-256 of the canonical form: the hash of events from before audit keys."""
+    return hashlib.sha256(_canonical(event)).hexdigest()
+
+
+def _signed(event: AuditEvent, keyring: keys.AuditKeyring) -> AuditEvent:
+    key_id, _ = keyring.sign(b"")
+    keyed = dataclasses.replace(event, key_id=key_id)
+    _, digest = keyring.sign(_canonical(keyed))
+    return dataclasses.replace(keyed, hash=digest)
+
+
+def _check_hash(event: AuditEvent, keyring: keys.AuditKeyring) -> str | None:
+    """Why the event's hash is wrong, or None when it is right."""
+    if event.key_id is None:
+        return None if compute_hash(event) == event.hash else "content does not match its hash"
+    verified = keyring.verify(event.key_id, _canonical(event), event.hash)
+    if verified is None:
+        return f"signed with audit key {event.key_id!r}, which is not configured (NOBILL_AUDIT_KEY)"
+    return None if verified else "content does not match its keyed hash"
 
 
 def start_chain(*, uow: UnitOfWork, org_id: str) -> None:
@@ -91,12 +114,12 @@ def record(
     """Append one event to the org's chain inside the caller's transaction."""
     org_id = uow.org_id
     assert org_id, "audit events belong to an org"
+    keyring = keys.current()
     # NOTE: the row lock on the head serialises appends per org, so sequence numbers are
     # gapless and each event's previous_hash is the hash of the event just before it.
+    # The app role locks it through a function and a trigger advances it on insert.
     head = uow.execute(
-        select(audit_chain_heads.c.last_sequence, audit_chain_heads.c.last_hash)
-        .where(audit_chain_heads.c.org_id == org_id)
-        .with_for_update()
+        text("SELECT last_sequence, last_hash FROM nobill_lock_audit_head(:org_id)"), {"org_id": org_id}
     ).one()
     unsigned = AuditEvent(
         org_id=org_id,
@@ -112,7 +135,7 @@ def record(
         previous_hash=head.last_hash,
         hash="",
     )
-    event = dataclasses.replace(unsigned, hash=compute_hash(unsigned))
+    event = _signed(unsigned, keyring)
     uow.execute(
         insert(audit_events).values(
             org_id=event.org_id,
@@ -129,12 +152,8 @@ def record(
             created_at=event.created_at,
             previous_hash=event.previous_hash,
             hash=event.hash,
+            key_id=event.key_id,
         )
-    )
-    uow.execute(
-        update(audit_chain_heads)
-        .where(audit_chain_heads.c.org_id == org_id)
-        .values(last_sequence=event.sequence, last_hash=event.hash)
     )
     return event
 
@@ -153,6 +172,7 @@ def _from_row(row: Any) -> AuditEvent:
         created_at=row.created_at,
         previous_hash=row.previous_hash,
         hash=row.hash,
+        key_id=row.key_id,
     )
 
 
@@ -195,11 +215,16 @@ def list_(
     return [_from_row(row) for row in rows], next_token
 
 
-def verify_chain(*, uow: UnitOfWork) -> ChainReport:
-    """Recompute every hash of the org's chain, oldest first; report the first broken link."""
+def verify_chain(*, uow: UnitOfWork, checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Recompute every hash of the org's chain, oldest first; report the first broken link.
+    With a checkpoint (already signature-checked), the chain must also still hold the
+    checkpointed event unchanged: a rewritten or truncated history fails even when every
+    hash after it was recomputed."""
+    keyring = keys.current()
     expected_previous = GENESIS_HASH
     expected_sequence = 1
     checked = 0
+    keyed_seen = False
     while True:
         rows = uow.execute(
             select(audit_events)
@@ -215,8 +240,15 @@ def verify_chain(*, uow: UnitOfWork) -> ChainReport:
                 return ChainReport(False, checked, expected_sequence, f"event {expected_sequence} is missing")
             if event.previous_hash != expected_previous:
                 return ChainReport(False, checked, event.sequence, "previous_hash does not match the event before it")
-            if compute_hash(event) != event.hash:
-                return ChainReport(False, checked, event.sequence, "content does not match its hash")
+            if event.key_id is None and keyed_seen:
+                # Unkeyed events may only precede the first keyed one (history from before keys).
+                return ChainReport(False, checked, event.sequence, "unkeyed event after keyed events")
+            keyed_seen = keyed_seen or event.key_id is not None
+            problem = _check_hash(event, keyring)
+            if problem is not None:
+                return ChainReport(False, checked, event.sequence, problem)
+            if checkpoint is not None and event.sequence == checkpoint.sequence and event.hash != checkpoint.hash:
+                return ChainReport(False, checked, event.sequence, "event differs from the checkpoint (history rewritten)")
             checked += 1
             expected_previous = event.hash
             expected_sequence += 1
@@ -224,5 +256,23 @@ def verify_chain(*, uow: UnitOfWork) -> ChainReport:
     if head is not None and (head.last_sequence != checked or head.last_hash != expected_previous):
         # Events were removed from the end, or the head was rewound.
         return ChainReport(False, checked, checked + 1, "the chain is shorter than its recorded head")
+    if checkpoint is not None and checked < checkpoint.sequence:
+        return ChainReport(
+            False, checked, checked + 1, f"the chain ends before the checkpoint's event {checkpoint.sequence} (truncated)"
+        )
     return ChainReport(True, checked, 0, "")
 
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    org_id: str
+    sequence: int
+    hash: str
+
+
+def heads(*, uow: UnitOfWork) -> list[ChainHead]:
+    """Every org's chain head, for checkpoints (uow bound to no org; the database function
+    is the one read across orgs)."""
+    rows = uow.execute(text("SELECT org_id, last_sequence, last_hash FROM nobill_audit_heads()")).all()
+    return [ChainHead(row.org_id, row.last_sequence, row.last_hash) for row in rows]

@@ -23,12 +23,15 @@ audit_events = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("previous_hash", Text, nullable=False),
     Column("hash", Text, nullable=False),
+    # The NOBILL_AUDIT_KEY key whose HMAC `hash` is; NULL for events from before keys.
+    Column("key_id", Text),
     PrimaryKeyConstraint("org_id", "sequence"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     Index("audit_events_org_id_created_at_idx", "org_id", "created_at"),
 )
 
-# The chain's head per org; locking it serialises appends so sequences have no gaps.
+# The chain's head per org; locking it serialises appends so sequences have no gaps. The
+# app role cannot update it: a trigger on audit_events advances it (migration 0002).
 audit_chain_heads = Table(
     "audit_chain_heads",
     metadata,

@@ -69,6 +69,7 @@ class JwtSettings:
     max_token_bytes: int = 8192
     jwks_url: str | None = None  # the identity provider's JWKS endpoint (NOBILL_JWT_JWKS_URL)
     max_lifetime_seconds: int = 24 * 3600  # NOBILL_JWT_MAX_LIFETIME_SECONDS
+    jwks_refresh_cooldown_seconds: float = 30  # least time between fetches for unknown kids
 
 
 class InvalidToken(Exception):
@@ -103,7 +104,11 @@ class TokenVerifier:
         )
         self._issuer = settings.issuer
         self._audience = settings.audience
-        self._remote_keys = None if settings.jwks_url is None else RemoteJwks(settings.jwks_url)
+        self._remote_keys = (
+            None
+            if settings.jwks_url is None or self._jwks_keys
+            else RemoteJwks(settings.jwks_url, cooldown=settings.jwks_refresh_cooldown_seconds)
+        )
         self._leeway = settings.leeway_seconds
         self._max_token_bytes = settings.max_token_bytes
         self._max_lifetime = settings.max_lifetime_seconds

@@ -30,6 +30,10 @@ def start_worker(redis_url: str, *, threads: int = 8, namespace: str = "nobill")
 def run_worker(settings: Settings, *, threads: int) -> None:
     """Run until SIGTERM/SIGINT, then finish the messages in hand and stop."""
     stop = stop_requested()
+    if settings.audit_keys:  # actors that change an org write audit events
+        from nobill.audit import keys
+
+        keys.install(keys.from_settings(settings.audit_keys))
     worker = start_worker(settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace)
     stop.wait()
     log.info("worker stopping")

@@ -63,12 +63,8 @@ def provision_user(*, uow: UnitOfWork, subject: str, email: str | None) -> str:
         if found:
             return found
         if email:
-            claimed = uow.execute(
-                update(users)
-                .where(users.c.email == email, users.c.subject.is_(None))
-                .values(subject=subject)
-                .returning(users.c.user_id)
-            ).scalar_one_or_none()
+            # The app role cannot UPDATE users; this function only sets a missing subject.
+            claimed = uow.execute(select(func.nobill_claim_invitation(email, subject))).scalar_one_or_none()
             if claimed:
                 return claimed
             email_taken = uow.execute(select(users.c.user_id).where(users.c.email == email)).first() is not None

@@ -28,7 +28,7 @@ from nobill.v1 import access_pb2 as nobill_dot_v1_dot_access__pb2
 from nobill.v1 import common_pb2 as nobill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nobill/v1/audit.proto\x12\tnobill.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\x1a\x16nobill/v1/common.proto\"\xc2\x02\n\nAuditEvent\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x10.nobill.v1.Actor\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x13\n\x0btarget_type\x18\x05 \x01(\t\x12\x11\n\ttarget_id\x18\x06 \x01(\t\x12\'\n\x06\x62\x65\x66ore\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61\x66ter\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x0b \x01(\t\x12\x15\n\rprevious_hash\x18\x0c \x01(\t\"\xd4\x01\n\x16ListAuditEventsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coldest_first\x18\x07 \x01(\x08\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.nobill.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17VerifyAuditChainRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"p\n\x18VerifyAuditChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t2\xe9\x01\n\x0c\x41uditService\x12j\n\x0fListAuditEvents\x12!.nobill.v1.ListAuditEventsRequest\x1a\".nobill.v1.ListAuditEventsResponse\"\x10\xca\xda\x18\x0c\n\naudit:read\x12m\n\x10VerifyAuditChain\x12\".nobill.v1.VerifyAuditChainRequest\x1a#.nobill.v1.VerifyAuditChainResponse\"\x10\xca\xda\x18\x0c\n\naudit:readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nobill/v1/audit.proto\x12\tnobill.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\x1a\x16nobill/v1/common.proto\"\xd2\x02\n\nAuditEvent\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x1f\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x10.nobill.v1.Actor\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x13\n\x0btarget_type\x18\x05 \x01(\t\x12\x11\n\ttarget_id\x18\x06 \x01(\t\x12\'\n\x06\x62\x65\x66ore\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x61\x66ter\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04hash\x18\x0b \x01(\t\x12\x15\n\rprevious_hash\x18\x0c \x01(\t\x12\x0e\n\x06key_id\x18\r \x01(\t\"\xd4\x01\n\x16ListAuditEventsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63tions\x18\x04 \x03(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0coldest_first\x18\x07 \x01(\x08\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.nobill.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x17VerifyAuditChainRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.nobill.v1.AuditCheckpoint\"i\n\x0f\x41uditCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\t\"p\n\x18VerifyAuditChainResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x16\n\x0e\x65vents_checked\x18\x02 \x01(\x03\x12\x1d\n\x15\x66irst_broken_sequence\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t2\xe9\x01\n\x0c\x41uditService\x12j\n\x0fListAuditEvents\x12!.nobill.v1.ListAuditEventsRequest\x1a\".nobill.v1.ListAuditEventsResponse\"\x10\xca\xda\x18\x0c\n\naudit:read\x12m\n\x10VerifyAuditChain\x12\".nobill.v1.VerifyAuditChainRequest\x1a#.nobill.v1.VerifyAuditChainResponse\"\x10\xca\xda\x18\x0c\n\naudit:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,15 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICE'].methods_by_name['VerifyAuditChain']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['VerifyAuditChain']._serialized_options = b'\312\332\030\014\n\naudit:read'
   _globals['_AUDITEVENT']._serialized_start=148
-  _globals['_AUDITEVENT']._serialized_end=470
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=473
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=685
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=687
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=776
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=778
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=819
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=821
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=933
-  _globals['_AUDITSERVICE']._serialized_start=936
-  _globals['_AUDITSERVICE']._serialized_end=1169
+  _globals['_AUDITEVENT']._serialized_end=486
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=489
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=701
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=703
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=792
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=794
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=883
+  _globals['_AUDITCHECKPOINT']._serialized_start=885
+  _globals['_AUDITCHECKPOINT']._serialized_end=990
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=992
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1104
+  _globals['_AUDITSERVICE']._serialized_start=1107
+  _globals['_AUDITSERVICE']._serialized_end=1340
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,7 @@ class AuditEvent(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     HASH_FIELD_NUMBER: _builtins.int
     PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     sequence: _builtins.int
     """1, 2, 3, ... within the organization, without gaps."""
@@ -47,8 +48,12 @@ class AuditEvent(_message.Message):
     target_id: _builtins.str
     request_id: _builtins.str
     hash: _builtins.str
-    """Hex SHA-256 over this event and `previous_hash`."""
+    """Hex HMAC-SHA256, under the audit key `key_id`, over this event and `previous_hash`
+    (plain SHA-256 for events written before audit keys, which have no `key_id`).
+    """
     previous_hash: _builtins.str
+    key_id: _builtins.str
+    """Id of the audit key (NOBILL_AUDIT_KEY) that keyed `hash`; empty for older events."""
     @_builtins.property
     def actor(self) -> _common_pb2.Actor: ...
     @_builtins.property
@@ -72,10 +77,11 @@ class AuditEvent(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         hash: _builtins.str = ...,
         previous_hash: _builtins.str = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "before", b"before", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after", b"after", "before", b"before", "create_time", b"create_time", "hash", b"hash", "org_id", b"org_id", "previous_hash", b"previous_hash", "request_id", b"request_id", "sequence", b"sequence", "target_id", b"target_id", "target_type", b"target_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "after", b"after", "before", b"before", "create_time", b"create_time", "hash", b"hash", "key_id", b"key_id", "org_id", b"org_id", "previous_hash", b"previous_hash", "request_id", b"request_id", "sequence", b"sequence", "target_id", b"target_id", "target_type", b"target_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,19 +162,61 @@ class VerifyAuditChainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORG_ID_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
+    @_builtins.property
+    def checkpoint(self) -> Global___AuditCheckpoint:
+        """Optional: this org's entry of a checkpoint file written by `nobill audit checkpoint`."""
+
     def __init__(
         self,
         *,
         org_id: _builtins.str = ...,
+        checkpoint: Global___AuditCheckpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_id", b"org_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "org_id", b"org_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyAuditChainRequest: _TypeAlias = VerifyAuditChainRequest  # noqa: Y015
+
+@_typing.final
+class AuditCheckpoint(_message.Message):
+    """An organization's chain head at one moment, signed with the audit key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The head's sequence number and hash when the checkpoint was taken."""
+    hash: _builtins.str
+    create_time: _builtins.str
+    """When it was taken, as written in the checkpoint file (ISO 8601, UTC)."""
+    key_id: _builtins.str
+    """The audit key that signed it, and the hex HMAC-SHA256 signature."""
+    signature: _builtins.str
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        hash: _builtins.str = ...,
+        create_time: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        signature: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "hash", b"hash", "key_id", b"key_id", "sequence", b"sequence", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditCheckpoint: _TypeAlias = AuditCheckpoint  # noqa: Y015
 
 @_typing.final
 class VerifyAuditChainResponse(_message.Message):

@@ -59,7 +59,8 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyAuditChain(self, request, context):
-        """Recomputes the organization's hash chain and reports the first broken link.
+        """Recomputes the organization's keyed hash chain and reports the first broken link;
+        with a checkpoint, also checks that the history it signed is still there, unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,9 @@ class AuditServiceStub:
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]
     """Newest first unless `oldest_first` is set."""
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]
-    """Recomputes the organization's hash chain and reports the first broken link."""
+    """Recomputes the organization's keyed hash chain and reports the first broken link;
+    with a checkpoint, also checks that the history it signed is still there, unchanged.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -46,7 +48,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListAuditEventsRequest, _audit_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Newest first unless `oldest_first` is set."""
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
-    """Recomputes the organization's hash chain and reports the first broken link."""
+    """Recomputes the organization's keyed hash chain and reports the first broken link;
+    with a checkpoint, also checks that the history it signed is still there, unchanged.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The immutable, hash-chained, per-organization log of every change."""
@@ -65,6 +69,8 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.VerifyAuditChainRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyAuditChainResponse, _abc.Awaitable[_audit_pb2.VerifyAuditChainResponse]]:
-        """Recomputes the organization's hash chain and reports the first broken link."""
+        """Recomputes the organization's keyed hash chain and reports the first broken link;
+        with a checkpoint, also checks that the history it signed is still there, unchanged.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
