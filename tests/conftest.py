@@ -109,8 +109,11 @@ def settings(database_url: str, redis_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def database(settings: Settings):
+    from nobill.audit import keys
     from nobill.db.database import connect
 
+    # Domain code writes audit events keyed with NOBILL_AUDIT_KEY, as `nobill serve` installs it.
+    keys.install(keys.from_settings(settings.audit_keys))
     db = connect(settings.database_url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     yield db
     db.dispose()

@@ -273,10 +273,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
             request_id = ""
             try:
                 request_id, principal = self._begin(context)
-                request_iterator = (decode(raw) for raw in raw_requests)
+                request_iterator: Iterator[Any] = (decode(raw) for raw in raw_requests)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
-                    checked = request_iterator
+                    checked: Iterator[Any] = request_iterator
                 else:
                     checked = self._authorized_requests(rule, principal, request_iterator)
                 yield from behavior(checked, CallContext(context, principal, request_id, self._database))
