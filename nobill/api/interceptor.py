@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from nobill import ids
 from nobill.api.access import OPEN_SERVICES, AccessRule
 from nobill.api.context import CallContext, OrgCallContext
+from nobill.api.limits import CallLimits
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.authorization import Grant, grant_in_org
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES, changes_state
@@ -126,10 +127,12 @@ class NobillInterceptor(grpc.ServerInterceptor):
         rules: dict[str, AccessRule],
         database: Database,
         authenticator: Authenticator | None,
+        limits: CallLimits | None = None,
     ) -> None:
         self._rules = rules
         self._database = database
         self._authenticator = authenticator  # None: authentication off (benchmarks only)
+        self._limits = limits  # None: no per-principal limits
         # Wrapped handlers are built once per method, not on every call.
         self._wrapped: dict[str, Any] = {}
 
@@ -200,6 +203,13 @@ class NobillInterceptor(grpc.ServerInterceptor):
             log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
         context.abort(code, message)
 
+    def _admit(self, method: str, principal: Principal) -> Callable[[], None]:
+        """Count the call against the caller's limits (nobill.api.limits); the returned
+        function ends it."""
+        if self._limits is None:
+            return _nothing
+        return self._limits.admit(method, principal)
+
     def _unit_of_work(self, org_id: str, principal: Principal, *, lock_member: bool = False) -> UnitOfWork:
         """A unit of work for the org that also reads a user caller's role in it (and,
         for calls that change something, holds their membership row until it ends)."""
@@ -217,8 +227,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
         def call(raw_request: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             request_id = ""
+            release = _nothing
             try:
                 request_id, principal = self._begin(context)
+                release = self._admit(method, principal)
                 request = decode(raw_request)
                 if rule.kind == "org_permission":
                     response = self._call_in_org(rule, behavior, request, context, principal, request_id)
@@ -229,6 +241,8 @@ class NobillInterceptor(grpc.ServerInterceptor):
                 if _is_abort(error, context):
                     raise
                 self._fail(context, method, request_id, error)
+            finally:
+                release()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "call",
@@ -271,8 +285,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
     def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable, decode: Callable[[bytes], Any]) -> Callable:
         def call(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
             request_id = ""
+            release = _nothing
             try:
                 request_id, principal = self._begin(context)
+                release = self._admit(method, principal)
                 request_iterator: Iterator[Any] = (decode(raw) for raw in raw_requests)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
@@ -284,6 +300,8 @@ class NobillInterceptor(grpc.ServerInterceptor):
                 if _is_abort(error, context):
                     raise
                 self._fail(context, method, request_id, error)
+            finally:
+                release()
 
         return call
 
@@ -306,6 +324,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
             return iter(())
         check(first)
         return itertools.chain([first], (check(request) for request in requests))
+
+
+def _nothing() -> None:
+    return None
 
 
 def _status_of_base(error: DomainError) -> grpc.StatusCode:

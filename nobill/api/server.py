@@ -15,6 +15,7 @@ from nobill.api.access import load_rules, nobill_services
 from nobill.api.audit_servicer import AuditServicer
 from nobill.api.billing_servicer import BillingServicer
 from nobill.api.interceptor import NobillInterceptor
+from nobill.api.limits import CallLimits, LimitSettings, limits_from
 from nobill.api.tenancy_servicer import TenancyServicer
 from nobill.api.usage_servicer import UsageServicer
 from nobill.audit import keys
@@ -57,6 +58,19 @@ def token_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def call_limits(settings: Settings) -> CallLimits:
+    """Per-principal limits from the settings, counted in Redis when NOBILL_REDIS_URL is set."""
+    return limits_from(
+        LimitSettings(
+            calls_per_second=settings.rate_limit_calls_per_second,
+            concurrent_calls=settings.rate_limit_concurrent_calls,
+            orgs_per_day=settings.rate_limit_orgs_per_day,
+            namespace=settings.redis_namespace,
+        ),
+        settings.redis_url,
+    )
+
+
 def build_server(settings: Settings, database: Database, *, authentication: bool = True) -> RunningServer:
     """A started server on settings.grpc_addr (port 0 picks a free port).
 
@@ -72,7 +86,9 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        interceptors=[NobillInterceptor(rules=rules, database=database, authenticator=authenticator)],
+        interceptors=[
+            NobillInterceptor(rules=rules, database=database, authenticator=authenticator, limits=call_limits(settings))
+        ],
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
