@@ -99,6 +99,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("NOBILL_JWT_SECRET", "required to mint tokens (or run `nobill dev` first)")
     if args.service and not args.scope:
         raise ConfigError("--scope", "a service token needs at least one --scope")
+    if not 0 < args.ttl <= settings.jwt_max_lifetime_seconds:
+        # A longer-lived token would be refused by every server (NOBILL_JWT_MAX_LIFETIME_SECONDS).
+        raise ConfigError("--ttl", f"must be between 1 and {settings.jwt_max_lifetime_seconds} seconds")
     token = mint_token(
         secret=secret,
         issuer=settings.jwt_issuer,

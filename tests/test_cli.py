@@ -128,6 +128,12 @@ def test_token_mints_a_verifiable_service_token() -> None:
     assert claims["nobill/principal"] == "service" and claims["nobill/orgs"] == ["*"]
 
 
+def test_token_longer_than_the_maximum_lifetime_is_refused() -> None:
+    result = nobill("token", "--ttl", str(7 * 86400), env={"NOBILL_JWT_SECRET": TEST_SECRET})
+
+    assert result.returncode == 2 and "--ttl" in result.stderr and "86400" in result.stderr
+
+
 def test_token_without_a_secret_explains_what_to_set(tmp_path: Path) -> None:
     result = nobill("token", env={"NOBILL_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2 and "NOBILL_JWT_SECRET" in result.stderr
