@@ -44,6 +44,17 @@ def admin_url() -> str:
         return url
 
 
+def bench_redis_url() -> str | None:
+    """Redis for the per-principal limits: NOBILL_BENCH_REDIS_URL, or the local one if it listens."""
+    if os.environ.get("NOBILL_BENCH_REDIS_URL"):
+        return os.environ["NOBILL_BENCH_REDIS_URL"]
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        return "redis://127.0.0.1:6379/0"
+    except OSError:
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +72,15 @@ def start_servers(database_url: str, *, auth: bool, processes: int) -> tuple[lis
         "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}",
         "NOBILL_GRPC_THREADS": "16",
         "NOBILL_DB_POOL_SIZE": "16",
+        # The per-principal limits run (their cost is measured) but never refuse: every
+        # bench client calls as the same principal.
+        "NOBILL_RATE_LIMIT_CALLS_PER_SECOND": "1000000",
+        "NOBILL_RATE_LIMIT_CONCURRENT_CALLS": "1000",
+        "NOBILL_REDIS_NAMESPACE": f"nobill-bench-{uuid.uuid4().hex[:8]}",
     }
+    redis_url = bench_redis_url()
+    if redis_url:
+        env["NOBILL_REDIS_URL"] = redis_url
     args = [sys.executable, str(ROOT / "bench" / "serve_for_bench.py")] + ([] if auth else ["--no-auth"])
     servers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     for server in servers:
@@ -176,7 +195,7 @@ def main() -> int:
     print(f"{'':<16}{'RPS':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for label, r in results.items():
         print(f"{label:<16}{r['rps']:>10}{r['p50_ms']:>10}{r['p90_ms']:>10}{r['p99_ms']:>10}{r['max_ms']:>10}")
-    print(f"ratio authenticated/unauthenticated RPS: {ratio:.2f} (target >= 0.70)")
+    print(f"ratio authenticated/unauthenticated RPS: {ratio:.2f} (target >= 0.85)")
     print(f"authenticated p99: {results['authenticated']['p99_ms']} ms (target < 20 ms)")
     return 0
 
