@@ -69,14 +69,14 @@ def test_a_removal_committed_while_a_call_waits_is_seen_by_that_call(channel, da
         assert code == grpc.StatusCode.OK
 
 
-def _wait_until_blocked(admin: psycopg.Connection, org_id: str) -> None:
-    """Wait until an app connection waits for a lock (P's call is parked after BEGIN)."""
+def _wait_until_blocked(admin: psycopg.Connection, org_id: str, *, calls: int = 1) -> None:
+    """Wait until `calls` app connections wait for a lock (parked after BEGIN)."""
     with psycopg.connect(admin.info.dsn, autocommit=True) as watcher:
         for _ in range(200):
             waiting = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'nobill' AND wait_event_type = 'Lock'"
             ).fetchone()[0]
-            if waiting:
+            if waiting >= calls:
                 return
             time.sleep(0.02)
     raise AssertionError("the call never reached the lock")
@@ -125,7 +125,7 @@ def test_a_removed_member_can_change_nothing(channel) -> None:
 
 
 def test_two_owners_removing_each_other_at_once_leave_one_owner(channel) -> None:
-    for _ in range(3):
+    for _ in range(5):
         org_id, p, p_id, q = _owners(channel)
         q_id = next(user_id for user_id in members_by_id(q, org_id) if user_id != p_id)
         start = threading.Barrier(2)
@@ -141,3 +141,23 @@ def test_two_owners_removing_each_other_at_once_leave_one_owner(channel) -> None
         # The deadlock on the two rows is broken by PostgreSQL; the loser runs again and
         # finds itself removed.
         assert codes == sorted([grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND], key=lambda c: c.value), codes
+
+
+def test_a_deadlock_between_two_removals_is_resolved_by_running_the_loser_again(channel, database_url) -> None:
+    # Both calls are held after BEGIN (each holding its own membership row) until both
+    # wait: then each wants the other's row, a certain deadlock.
+    org_id, p, p_id, q = _owners(channel)
+    q_id = next(user_id for user_id in members_by_id(q, org_id) if user_id != p_id)
+    with psycopg.connect(database_url) as blocker:
+        blocker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(2) as pool:
+            by_p = pool.submit(_outcome, lambda: p.tenancy.RemoveMember(tenancy_pb2.RemoveMemberRequest(org_id=org_id, user_id=q_id)))
+            by_q = pool.submit(_outcome, lambda: q.tenancy.RemoveMember(tenancy_pb2.RemoveMemberRequest(org_id=org_id, user_id=p_id)))
+            _wait_until_blocked(blocker, org_id, calls=2)
+            blocker.rollback()
+            codes = {by_p.result(timeout=30), by_q.result(timeout=30)}
+
+    assert codes == {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}
+    survivors = [e for e in audit_events(p if by_q.result() == grpc.StatusCode.NOT_FOUND else q, org_id)
+                 if e.action == "member.removed"]
+    assert len(survivors) == 1
