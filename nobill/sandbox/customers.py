@@ -127,6 +127,7 @@ def create_customer(call: Call) -> dict[str, Any]:
     clock_id = params.get("test_clock")
     if clock_id is not None:
         state.get_test_clock(clock_id, param="test_clock")
+        state.check_clock_ready(clock_id)
         attached = sum(1 for c in state.customers.values() if c.test_clock == clock_id and not c.deleted)
         if attached >= MAX_CUSTOMERS_PER_TEST_CLOCK:
             raise errors.invalid_request(
@@ -166,6 +167,7 @@ def retrieve_customer(call: Call) -> dict[str, Any]:
 def update_customer(call: Call) -> dict[str, Any]:
     state = call.state
     customer = state.get_customer(call.path_args["customer"], status=404, param="id")
+    state.check_clock_ready(customer.test_clock)
     before = objects.customer(state, customer)
     _apply_fields(state, customer, call.params, new_card=None)
     state.dirty = True
@@ -178,6 +180,7 @@ def update_customer(call: Call) -> dict[str, Any]:
 def delete_customer(call: Call) -> dict[str, Any]:
     state = call.state
     customer = state.get_customer(call.path_args["customer"], status=404, param="id")
+    state.check_clock_ready(customer.test_clock)
     delete(state, customer)
     return objects.deleted(customer.id, "customer")
 

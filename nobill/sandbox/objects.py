@@ -580,7 +580,9 @@ def test_clock(state: SandboxState, record: TestClockRecord) -> dict[str, Any]:
         "livemode": False,
         "name": record.name,
         "status": record.status,
-        "status_details": {},
+        "status_details": {}
+        if record.status != "advancing"
+        else {"advancing": {"target_frozen_time": record.advance_target}},
     }
 
 

@@ -294,7 +294,11 @@ class TestClockRecord:
     frozen_time: int
     deletes_after: int
     name: str | None = None
-    status: str = "ready"
+    status: str = "ready"  # ready | advancing
+    # While advancing: the frozen_time being advanced to, and the wall-clock time (Unix
+    # seconds, float) at which the sandbox performs the work in the background.
+    advance_target: int | None = None
+    advance_starts_at: float | None = None
 
 
 @dataclass

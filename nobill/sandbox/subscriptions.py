@@ -171,6 +171,7 @@ def create_subscription(call: Call) -> dict[str, Any]:
     if "customer" not in params:
         raise errors.missing_parameter("customer")
     customer = state.get_customer(params["customer"], param="customer")
+    state.check_clock_ready(customer.test_clock)
     now = state.now(customer.test_clock)
     specs = []
     for index, raw in enumerate(params["items"]):
@@ -233,6 +234,7 @@ def update_subscription(call: Call) -> dict[str, Any]:
     payment_behavior = _check_payment_behavior(params)
     if subscription.status in ENDED:
         raise errors.invalid_request(f"A subscription with status `{subscription.status}` cannot be updated.")
+    state.check_clock_ready(subscription.test_clock)
     now = state.now(subscription.test_clock)
     before = objects.subscription(state, subscription)
 
@@ -340,6 +342,7 @@ def cancel_subscription(call: Call) -> dict[str, Any]:
         raise errors.invalid_request(
             f"This subscription has already been canceled (status `{subscription.status}`).", code="resource_missing", status=404
         )
+    state.check_clock_ready(subscription.test_clock)
     details = params.get("cancellation_details") or {}
     lifecycle.cancel(
         state,
@@ -437,6 +440,7 @@ def _apply_item_change(call: Call, subscription: SubscriptionRecord, change: lif
     payment_behavior = _check_payment_behavior(params)
     if subscription.status in ENDED:
         raise errors.invalid_request(f"A subscription with status `{subscription.status}` cannot be updated.")
+    state.check_clock_ready(subscription.test_clock)
     now = state.now(subscription.test_clock)
     before = objects.subscription(state, subscription)
     invoice_at = lifecycle.change_items(

@@ -18,7 +18,7 @@ import stripe
 
 from nobill.sandbox import cli
 from nobill.sandbox.server import start_sandbox
-from sandbox_helpers import call_control, fast_settings, http, new_client
+from sandbox_helpers import advance, call_control, fast_settings, http, new_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_state_survives_a_restart_through_the_state_file(tmp_path, webhook_recei
         assert [e.id for e in client.v1.events.list({"limit": 100}).data] == events_before
         assert client.v1.webhook_endpoints.retrieve(endpoint.id).url == webhook_receiver.url
         period_end = client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].current_period_end
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 3600})
+        advance(client, clock, period_end + 3600)
         renewal = client.v1.invoices.list({"subscription": subscription.id}).data[0]
         assert (renewal.status, renewal.amount_paid, renewal.number[-4:]) == ("paid", 1400, "0002")
         # The restored endpoint (and its secret) still receive signed events.

@@ -9,6 +9,8 @@ from fractions import Fraction
 import pytest
 import stripe
 
+from sandbox_helpers import advance
+
 DAY = 86_400
 HOUR = 3_600
 
@@ -20,8 +22,6 @@ def paying_customer(client, clock=None, card="pm_card_visa"):
     return client.v1.customers.create(params)
 
 
-def advance(client, clock, to):
-    return client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": to})
 
 
 def period_of(client, subscription_id):
