@@ -15,6 +15,7 @@ from typing import Any
 
 from nobill.sandbox import errors, events, ids, invoicing, objects
 from nobill.sandbox.billing_periods import DAY, add_intervals, line_amount, next_boundary
+from nobill.sandbox.params import Enum, Hash
 from nobill.sandbox.records import (
     CustomerRecord,
     InvoiceRecord,
@@ -27,6 +28,25 @@ from nobill.sandbox.state import SandboxState
 BILLING_STATUSES = ("active", "past_due", "unpaid")
 INCOMPLETE_WINDOW = 23 * 3_600
 TRIAL_WILL_END_NOTICE = 3 * DAY
+
+
+# Since API version 2025-09-30.clover new subscriptions default to `flexible`
+# (https://docs.stripe.com/billing/subscriptions/billing-mode); `classic` on request.
+BILLING_MODE = Hash(
+    {"type": Enum("classic", "flexible"), "flexible": Hash({"proration_discounts": Enum("included", "itemized")})},
+    required=("type",),
+)
+
+
+def billing_mode_of(params: dict[str, Any] | None, param: str = "billing_mode") -> tuple[str, str]:
+    """(type, proration_discounts) from a parsed `billing_mode` hash; flexible by default."""
+    mode = params or {}
+    kind = mode.get("type", "flexible")
+    if "flexible" in mode and kind != "flexible":
+        raise errors.invalid_request(
+            "`billing_mode[flexible]` can only be set when `billing_mode[type]` is `flexible`.", param=f"{param}[flexible]"
+        )
+    return kind, (mode.get("flexible") or {}).get("proration_discounts", "included")
 
 
 # -- items ----------------------------------------------------------------------------
@@ -105,6 +125,25 @@ def _no_payment_method() -> errors.StripeError:
     )
 
 
+def _mark_billed(item: SubscriptionItemRecord) -> None:
+    """The item's current price and quantity are what has been debited for this period."""
+    item.billed_price = item.price
+    item.billed_quantity = item.quantity or 0
+
+
+def credit_basis(state: SandboxState, subscription: SubscriptionRecord, item: SubscriptionItemRecord) -> tuple[PriceRecord, int]:
+    """What a proration credits for the unused time of `item`.
+
+    Classic billing mode credits the item's current price × quantity, even when that was
+    never billed (e.g. after a change made with `proration_behavior=none`). Flexible mode
+    credits what was actually debited for the period
+    (https://docs.stripe.com/billing/subscriptions/billing-mode).
+    """
+    if subscription.billing_mode == "flexible" and item.billed_price is not None:
+        return state.prices[item.billed_price], item.billed_quantity
+    return state.prices[item.price], item.quantity or 0
+
+
 # -- start ----------------------------------------------------------------------------
 
 
@@ -121,6 +160,7 @@ def start_subscription(
     description: str | None = None,
     payment_behavior: str = "allow_incomplete",
     cancel_at_period_end: bool = False,
+    billing_mode: tuple[str, str] = ("flexible", "included"),
 ) -> SubscriptionRecord:
     currency, interval, interval_count = check_items(state, specs)
     if customer.currency is not None and customer.currency != currency:
@@ -155,6 +195,8 @@ def start_subscription(
         metadata=dict(metadata or {}),
         description=description,
         test_clock=customer.test_clock,
+        billing_mode=billing_mode[0],
+        proration_discounts=billing_mode[1],
     )
     if cancel_at_period_end:
         subscription.cancel_at_period_end = True
@@ -171,6 +213,9 @@ def start_subscription(
         for item in items
         if item.quantity is not None
     ]
+    if trial_end is None:
+        for item in items:
+            _mark_billed(item)
     invoice = invoicing.create_invoice(
         state,
         customer=customer,
@@ -307,7 +352,8 @@ def cancel(
     if prorate and subscription.status in BILLING_STATUSES:
         for item in state.items_of(subscription):
             if item.quantity is not None:
-                invoicing.proration_item(state, subscription, item, state.prices[item.price], item.quantity, now, credit=True)
+                credited_price, credited_quantity = credit_basis(state, subscription, item)
+                invoicing.proration_item(state, subscription, item, credited_price, credited_quantity, now, credit=True)
     if invoice_now:
         lines = _usage_lines(state, subscription, subscription.current_period_start, now, inclusive=True)
         if lines or invoicing.pending_items(state, subscription):
@@ -490,28 +536,34 @@ def change_items(
             raise errors.card_declined()
 
     proration_requests: list[tuple[SubscriptionItemRecord, PriceRecord, int, bool]] = []
+    changed: list[SubscriptionItemRecord] = []
     for change in changes:
         if change.item is None:
             continue
         item = change.item
         old_price, old_quantity = state.prices[item.price], item.quantity
+        credited_price, credited_quantity = credit_basis(state, subscription, item)
         if change.delete:
             if old_quantity is not None:
-                proration_requests.append((item, old_price, old_quantity, True))
+                proration_requests.append((item, credited_price, credited_quantity, True))
             item.deleted = True
             subscription.items.remove(item.id)
             continue
         spec = resulting[item.id]
         if spec.price.id != old_price.id or spec.quantity != old_quantity:
             if old_quantity is not None:
-                proration_requests.append((item, old_price, old_quantity, True))
+                proration_requests.append((item, credited_price, credited_quantity, True))
             if spec.quantity is not None:
                 proration_requests.append((item, spec.price, spec.quantity, False))
+            changed.append(item)
         item.price, item.quantity = spec.price.id, spec.quantity
         if change.metadata is not None:
             item.metadata = merge_metadata(item.metadata, change.metadata)
     for spec in added:
         item = _new_item(state, subscription, spec, now)
+        # Nothing is debited for a new item until a proration charges it.
+        item.billed_price, item.billed_quantity = item.price, 0
+        changed.append(item)
         if item.quantity is not None:
             proration_requests.append((item, spec.price, item.quantity, False))
     state.dirty = True
@@ -520,6 +572,8 @@ def change_items(
         return None
     for item, price, quantity, credit in proration_requests:
         invoicing.proration_item(state, subscription, item, price, quantity, at, credit=credit)
+    for item in changed:
+        _mark_billed(item)
     return at if proration_behavior == "always_invoice" else None
 
 
@@ -545,6 +599,8 @@ def _start_period(state: SandboxState, subscription: SubscriptionRecord, start: 
     """Move the subscription into [start, end) and return the licensed lines billed in advance for it."""
     subscription.current_period_start = start
     subscription.current_period_end = end
+    for item in state.items_of(subscription):
+        _mark_billed(item)
     return [
         invoicing.licensed_line(state, subscription, item, start, end)
         for item in state.items_of(subscription)

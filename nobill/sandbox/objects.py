@@ -268,7 +268,11 @@ def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, A
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": record.billing_cycle_anchor,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "billing_mode": {
+            "flexible": {"proration_discounts": record.proration_discounts} if record.billing_mode == "flexible" else None,
+            "type": record.billing_mode,
+            "updated_at": None,
+        },
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": record.cancel_at,

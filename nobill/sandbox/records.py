@@ -189,6 +189,9 @@ class SubscriptionRecord:
     # when an `incomplete` subscription expires (Stripe allows 23 hours to pay).
     trial_will_end_sent: bool = False
     incomplete_expires_at: int | None = None
+    # `billing_mode[type]`: flexible (Stripe's default since 2025-09-30) or classic.
+    billing_mode: str = "flexible"
+    proration_discounts: str = "included"
 
 
 @dataclass
@@ -200,6 +203,10 @@ class SubscriptionItemRecord:
     quantity: int | None
     metadata: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
+    # What was actually debited for the current period (price, quantity; 0 = nothing):
+    # flexible billing mode credits this, not the current price and quantity.
+    billed_price: str | None = None
+    billed_quantity: int = 0
 
 
 @dataclass

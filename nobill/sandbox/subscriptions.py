@@ -83,6 +83,7 @@ COMMON_NOT_SIMULATED = (
 
 SUBSCRIPTION_CREATE = endpoint(
     {
+        "billing_mode": lifecycle.BILLING_MODE,
         "cancel_at_period_end": Bool(),
         "collection_method": Enum("charge_automatically", "send_invoice"),
         "currency": Str(),
@@ -104,7 +105,7 @@ SUBSCRIPTION_CREATE = endpoint(
     },
     required=("items",),
     not_simulated=COMMON_NOT_SIMULATED
-    + ("backdate_start_date", "billing_cycle_anchor", "billing_cycle_anchor_config", "billing_mode", "cancel_at", "customer_account"),
+    + ("backdate_start_date", "billing_cycle_anchor", "billing_cycle_anchor_config", "cancel_at", "customer_account"),
 )
 SUBSCRIPTION_UPDATE = endpoint(
     {
@@ -204,6 +205,7 @@ def create_subscription(call: Call) -> dict[str, Any]:
     if "default_payment_method" in params:
         default_card = _customer_card(state, customer.id, params["default_payment_method"], "default_payment_method")
     missing = (params.get("trial_settings") or {}).get("end_behavior", {}).get("missing_payment_method", "create_invoice")
+    billing_mode = lifecycle.billing_mode_of(params.get("billing_mode"))
     subscription = lifecycle.start_subscription(
         state,
         customer,
@@ -216,6 +218,7 @@ def create_subscription(call: Call) -> dict[str, Any]:
         description=params.get("description"),
         payment_behavior=payment_behavior,
         cancel_at_period_end=params.get("cancel_at_period_end", False),
+        billing_mode=billing_mode,
     )
     settle(state, customer.test_clock, state.now(customer.test_clock))
     return objects.subscription(state, subscription)
