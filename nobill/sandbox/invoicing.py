@@ -70,25 +70,50 @@ def metered_line(
     total as quantity 0.
     """
     price = state.prices[item.price]
-    meter = state.meters.get(price.meter or "")
-    usage = aggregate(state, meter, subscription.customer, start, end + 1 if inclusive else end) if meter else 0
-    quantity = max(0, usage)
-    return InvoiceLineRecord(
+    line = InvoiceLineRecord(
         id=ids.new_id("il"),
-        amount=line_amount(price.unit_amount_decimal, quantity),
+        amount=0,
         currency=price.currency,
-        description=(
-            f"{quantity} × {product_name(state, price)} "
-            f"(at {format_money(price.unit_amount_decimal, price.currency)} / {price.interval})"
-        ),
+        description="",
         period_start=start,
         period_end=end,
-        quantity=quantity,
+        quantity=0,
         price=price.id,
         unit_amount_decimal=price.unit_amount_decimal,
         subscription=subscription.id,
         subscription_item=item.id,
+        metered=True,
+        inclusive=inclusive,
     )
+    _measure_usage(state, line, subscription.customer)
+    return line
+
+
+def _measure_usage(state: SandboxState, line: InvoiceLineRecord, customer_id: str) -> None:
+    """Set a usage line's quantity, amount and description from the meter's current total."""
+    price = state.prices[line.price or ""]
+    meter = state.meters.get(price.meter or "")
+    end = line.period_end + 1 if line.inclusive else line.period_end
+    usage = aggregate(state, meter, customer_id, line.period_start, end) if meter else 0
+    quantity = max(0, usage)
+    line.quantity = quantity
+    line.amount = line_amount(price.unit_amount_decimal, quantity)
+    line.description = (
+        f"{quantity} × {product_name(state, price)} "
+        f"(at {format_money(price.unit_amount_decimal, price.currency)} / {price.interval})"
+    )
+
+
+def refresh_usage_lines(state: SandboxState, invoice: InvoiceRecord) -> None:
+    """Recompute usage lines from the meters, as Stripe does when it finalizes a draft.
+
+    Stripe keeps a renewal draft open for an hour (the finalization grace period); meter
+    events sent during that hour with a timestamp inside the ended period are billed on
+    it (https://docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period).
+    """
+    for line in invoice.lines:
+        if line.metered and line.price in state.prices:
+            _measure_usage(state, line, invoice.customer)
 
 
 def proration_item(
@@ -213,7 +238,8 @@ def create_invoice(
 
 
 def finalize(state: SandboxState, invoice: InvoiceRecord, now: int) -> None:
-    """draft → open: number the invoice and apply the customer's balance."""
+    """draft → open: bill late usage, number the invoice and apply the customer's balance."""
+    refresh_usage_lines(state, invoice)
     customer = state.customers[invoice.customer]
     invoice.number = f"{customer.invoice_prefix}-{customer.next_invoice_sequence:04d}"
     customer.next_invoice_sequence += 1

@@ -246,6 +246,10 @@ class InvoiceLineRecord:
     subscription: str | None = None
     subscription_item: str | None = None
     invoice_item: str | None = None
+    # Usage in arrears, recomputed from the meter when the invoice is finalized;
+    # `inclusive` also counts events stamped exactly at period_end.
+    metered: bool = False
+    inclusive: bool = False
 
 
 @dataclass
