@@ -202,6 +202,7 @@ def start_subscription(
         subscription.cancel_at_period_end = True
         subscription.cancel_at = period_end
         subscription.canceled_at = now
+        subscription.cancellation_details["reason"] = "cancellation_requested"
     state.subscriptions[subscription.id] = subscription
     items = [_new_item(state, subscription, spec, now) for spec in specs]
     customer.currency = currency
@@ -322,6 +323,10 @@ def renew(state: SandboxState, subscription: SubscriptionRecord, now: int) -> No
     new_end = next_boundary(subscription.billing_cycle_anchor, subscription.interval, subscription.interval_count, old_end)
     usage = _usage_lines(state, subscription, old_start, old_end)
     advance = _start_period(state, subscription, old_end, new_end)
+    if subscription.cancel_at is not None and old_end < subscription.cancel_at < new_end:
+        # "If set during a future period, this will always cause a proration for that
+        # period" (the `cancel_at` parameter): the renewal credits the time after it.
+        _credit_after(state, subscription, subscription.cancel_at)
     invoicing.create_invoice(
         state,
         customer=customer,
@@ -385,6 +390,45 @@ def cancel(
             invoice.next_payment_attempt = None
     state.dirty = True
     events.emit(state, "customer.subscription.deleted", objects.subscription(state, subscription), created=now)
+
+
+def _cancel_inside_period(subscription: SubscriptionRecord, cancel_at: int | None) -> int | None:
+    if cancel_at is not None and subscription.current_period_start <= cancel_at < subscription.current_period_end:
+        return cancel_at
+    return None
+
+
+def _credit_after(state: SandboxState, subscription: SubscriptionRecord, at: int, *, credit: bool = True) -> None:
+    """Prorations for the licensed items' time in the current period after `at`."""
+    for item in state.items_of(subscription):
+        if item.quantity is None:
+            continue
+        price, quantity = credit_basis(state, subscription, item) if credit else (state.prices[item.price], item.quantity)
+        invoicing.proration_item(state, subscription, item, price, quantity, at, credit=credit)
+
+
+def prorate_cancel_at_change(
+    state: SandboxState, subscription: SubscriptionRecord, old_cancel_at: int | None, *, now: int, proration_behavior: str
+) -> int | None:
+    """`cancel_at` moved inside the current period: credit the unused time after it (and
+    take back an earlier credit when it moves or is withdrawn), per `proration_behavior`.
+
+    Stripe's `cancel_at` parameter: "If set to a date before the current period ends,
+    this will cause a proration if prorations have been enabled using
+    `proration_behavior`." Returns the proration time when they must be invoiced now
+    (`always_invoice`), else None.
+    """
+    if subscription.status not in BILLING_STATUSES or proration_behavior == "none":
+        return None
+    old = _cancel_inside_period(subscription, old_cancel_at)
+    new = _cancel_inside_period(subscription, subscription.cancel_at)
+    if old == new:
+        return None
+    if old is not None:
+        _credit_after(state, subscription, old, credit=False)
+    if new is not None:
+        _credit_after(state, subscription, new)
+    return now if proration_behavior == "always_invoice" else None
 
 
 def expire_incomplete(state: SandboxState, subscription: SubscriptionRecord, now: int) -> None:

@@ -109,7 +109,7 @@ SUBSCRIPTION_CREATE = endpoint(
 )
 SUBSCRIPTION_UPDATE = endpoint(
     {
-        "cancel_at": Int(emptyable=True),
+        "cancel_at": IntOr("max_billed_until", "max_period_end", "min_period_end", emptyable=True),
         "cancel_at_period_end": Bool(),
         "cancellation_details": CANCELLATION_DETAILS,
         "collection_method": Enum("charge_automatically", "send_invoice"),
@@ -255,8 +255,13 @@ def update_subscription(call: Call) -> dict[str, Any]:
         if trial_end != "now" and not now < trial_end <= now + MAX_TRIAL:
             raise errors.invalid_request("Invalid timestamp: must be an integer Unix timestamp in the future.", param="trial_end")
     cancel_at = params.get("cancel_at")
+    if isinstance(cancel_at, str):
+        # Every item of a sandbox subscription shares one period, so the earliest and
+        # latest period ends (and what is billed until) are all the current period's end.
+        cancel_at = subscription.current_period_end
     if isinstance(cancel_at, int) and cancel_at < now:
         raise errors.invalid_request("cancel_at must be in the future.", param="cancel_at")
+    old_cancel_at = subscription.cancel_at
 
     invoice_at = lifecycle.change_items(
         state,
@@ -287,11 +292,21 @@ def update_subscription(call: Call) -> dict[str, Any]:
             subscription.cancel_at_period_end = False
             subscription.cancel_at = None
             subscription.canceled_at = None
-            subscription.cancellation_details = {"comment": None, "feedback": None, "reason": None}
     if "cancel_at" in params:
         subscription.cancel_at = None if cancel_at is UNSET else cancel_at
         subscription.cancel_at_period_end = False
         subscription.canceled_at = None if cancel_at is UNSET else now
+    if "cancel_at" in params or "cancel_at_period_end" in params:
+        # A pending cancellation reads `cancellation_requested` until it happens or is
+        # withdrawn (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason).
+        if subscription.cancel_at is not None:
+            subscription.cancellation_details["reason"] = "cancellation_requested"
+        else:
+            subscription.cancellation_details = {"comment": None, "feedback": None, "reason": None}
+        cancel_invoice_at = lifecycle.prorate_cancel_at_change(
+            state, subscription, old_cancel_at, now=now, proration_behavior=params.get("proration_behavior", "create_prorations")
+        )
+        invoice_at = invoice_at if invoice_at is not None else cancel_invoice_at
     if trial_end is not None:
         subscription.trial_end = now if trial_end == "now" else trial_end
         subscription.current_period_end = subscription.trial_end
