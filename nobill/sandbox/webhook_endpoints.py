@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from nobill.sandbox import errors, ids, objects
+from nobill.sandbox import api_versions, errors, ids, objects
 from nobill.sandbox.events import EMITTED_EVENT_TYPES
 from nobill.sandbox.listing import newest_first, paginate
 from nobill.sandbox.params import Array, Bool, Metadata, Str, endpoint, list_endpoint, merge_metadata, or_none
@@ -132,10 +132,7 @@ def create_webhook_endpoint(call: Call) -> dict[str, Any]:
     state, params = call.state, call.params
     if params.get("connect"):
         raise errors.not_simulated("connect")
-    if params.get("api_version") not in (None, API_VERSION):
-        raise errors.invalid_request(
-            f"The sandbox renders events in API version {API_VERSION} only.", param="api_version"
-        )
+    api_versions.check(params.get("api_version"), param="api_version")
     endpoint_record = WebhookEndpointRecord(
         id=ids.new_id("we"),
         created=state.real_now(),
