@@ -116,6 +116,8 @@ class MeterEventRecord:
     timestamp: int
     created: int
     payload: dict[str, str] = field(default_factory=dict)
+    # Canceled by a meter event adjustment: no longer counted.
+    canceled: bool = False
 
 
 @dataclass

@@ -213,3 +213,34 @@ def test_usage_sent_in_the_grace_hour_for_the_ended_period_is_billed_at_finaliza
     assert final.status == "paid"
     assert (final.lines.data[0].quantity, final.amount_paid) == (150, 75)
     assert final.lines.data[0].description.startswith("150 × Pro")
+
+
+def test_a_meter_event_adjustment_cancels_an_event_within_24_hours(client, catalog, clock):
+    from sandbox_helpers import advance, stripe_example_objects
+    from test_sandbox_object_shapes import check_parsed
+
+    customer = client.v1.customers.create({"test_clock": clock.id})
+    summary = lambda: client.v1.billing.meters.event_summaries.list(  # noqa: E731
+        catalog.meter.id, {"customer": customer.id, "start_time": clock.frozen_time // 60 * 60, "end_time": (clock.frozen_time + 3 * 86_400) // 60 * 60}
+    ).data[0].aggregated_value
+    for identifier, value in (("right", 5), ("wrong", 500)):
+        client.v1.billing.meter_events.create(
+            {"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": str(value)}, "identifier": identifier}
+        )
+    adjustment = client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "wrong"}})
+    check_parsed(adjustment, stripe.billing.MeterEventAdjustment, stripe_example_objects())
+    assert (adjustment.type, adjustment.cancel.identifier, adjustment.status) == ("cancel", "wrong", "pending")
+    assert summary() == 5
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "wrong"}})
+    assert "already canceled" in caught.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "never"}})
+    assert caught.value.code == "resource_missing"
+    # The identifier stays used: resending the canceled event is still a duplicate.
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.billing.meter_events.create({"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": "1"}, "identifier": "wrong"})
+    advance(client, clock, clock.frozen_time + 86_400 + 60)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "right"}})
+    assert "24 hours" in caught.value.user_message

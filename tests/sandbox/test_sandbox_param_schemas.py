@@ -40,6 +40,7 @@ STRIPE_PARAMS = {
     ("GET", "/v1/billing/meters"): ("stripe.params.billing", "MeterListParams"),
     ("GET", "/v1/billing/meters/{id}/event_summaries"): ("stripe.params.billing", "MeterEventSummaryListParams"),
     ("POST", "/v1/billing/meter_events"): ("stripe.params.billing", "MeterEventCreateParams"),
+    ("POST", "/v1/billing/meter_event_adjustments"): ("stripe.params.billing", "MeterEventAdjustmentCreateParams"),
     ("POST", "/v1/checkout/sessions"): ("stripe.params.checkout", "SessionCreateParams"),
     ("GET", "/v1/checkout/sessions/{session}"): ("stripe.params.checkout", "SessionRetrieveParams"),
     ("POST", "/v1/checkout/sessions/{session}/expire"): ("stripe.params.checkout", "SessionExpireParams"),
