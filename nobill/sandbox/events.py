@@ -38,6 +38,8 @@ EMITTED_EVENT_TYPES = (
     "invoice.payment_succeeded",
     "invoice.updated",
     "invoice.voided",
+    "invoiceitem.created",
+    "invoiceitem.deleted",
     "price.created",
     "price.updated",
     "product.created",

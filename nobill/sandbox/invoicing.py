@@ -172,6 +172,19 @@ def pending_items(state: SandboxState, subscription: SubscriptionRecord) -> list
     ]
 
 
+def pending_customer_items(state: SandboxState, customer_id: str, currency: str) -> list[InvoiceItemRecord]:
+    """Pending items made for the customer without a subscription: Stripe puts them on
+    the customer's next invoice."""
+    return [
+        item
+        for item in state.invoice_items.values()
+        if item.invoice is None
+        and item.subscription is None
+        and item.customer == customer_id
+        and item.currency == currency
+    ]
+
+
 def line_from_item(item: InvoiceItemRecord) -> InvoiceLineRecord:
     return InvoiceLineRecord(
         id=ids.new_id("il"),
@@ -182,7 +195,7 @@ def line_from_item(item: InvoiceItemRecord) -> InvoiceLineRecord:
         period_end=item.period_end,
         quantity=item.quantity,
         price=item.price,
-        unit_amount_decimal=None,
+        unit_amount_decimal=item.unit_amount_decimal,
         proration=item.proration,
         subscription=item.subscription,
         subscription_item=item.subscription_item,
@@ -208,7 +221,7 @@ def create_invoice(
 ) -> InvoiceRecord:
     """A draft invoice (event `invoice.created`), with the subscription's pending items."""
     if include_pending_items:
-        for item in pending_items(state, subscription):
+        for item in pending_items(state, subscription) + pending_customer_items(state, customer.id, subscription.currency):
             lines.append(line_from_item(item))
     invoice = InvoiceRecord(
         id=ids.new_id("in"),

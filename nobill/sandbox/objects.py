@@ -16,6 +16,7 @@ from nobill.sandbox.billing_periods import line_amount
 from nobill.sandbox.records import (
     CheckoutSessionRecord,
     CustomerRecord,
+    InvoiceItemRecord,
     InvoiceLineRecord,
     InvoiceRecord,
     MeterEventRecord,
@@ -482,6 +483,43 @@ def invoice(state: SandboxState, record: InvoiceRecord) -> dict[str, Any]:
     }
 
 
+def invoice_item(state: SandboxState, record: InvoiceItemRecord) -> dict[str, Any]:
+    price_record = state.prices.get(record.price) if record.price else None
+    return {
+        "id": record.id,
+        "object": "invoiceitem",
+        "amount": record.amount,
+        "currency": record.currency,
+        "customer": record.customer,
+        "customer_account": None,
+        "date": record.created,
+        "description": record.description,
+        "discountable": record.discountable and not record.proration,
+        "discounts": [],
+        "invoice": record.invoice,
+        "livemode": False,
+        "metadata": dict(record.metadata),
+        "net_amount": record.amount,
+        "parent": None
+        if record.subscription is None
+        else {
+            "subscription_details": {"subscription": record.subscription, "subscription_item": record.subscription_item},
+            "type": "subscription_details",
+        },
+        "period": {"end": record.period_end, "start": record.period_start},
+        "pricing": {
+            "price_details": {"price": price_record.id, "product": price_record.product} if price_record else None,
+            "type": "price_details",
+            "unit_amount_decimal": format_decimal(record.unit_amount_decimal) if record.unit_amount_decimal is not None else None,
+        },
+        "proration": record.proration,
+        "quantity": record.quantity,
+        "quantity_decimal": str(record.quantity),
+        "tax_rates": [],
+        "test_clock": record.test_clock,
+    }
+
+
 # -- checkout -------------------------------------------------------------------------
 
 
@@ -623,6 +661,7 @@ def render_by_id(state: SandboxState, object_id: str) -> dict[str, Any]:
         "sub": (state.subscriptions, subscription),
         "si": (state.subscription_items, subscription_item),
         "in": (state.invoices, invoice),
+        "ii": (state.invoice_items, invoice_item),
         "cs": (state.checkout_sessions, checkout_session),
         "clock": (state.test_clocks, test_clock),
         "mtr": (state.meters, meter),
@@ -635,6 +674,6 @@ def render_by_id(state: SandboxState, object_id: str) -> dict[str, Any]:
     if record is None:
         raise errors.no_such(prefix, object_id)
     if getattr(record, "deleted", False):
-        names = {"cus": "customer", "prod": "product", "si": "subscription_item"}
+        names = {"cus": "customer", "prod": "product", "si": "subscription_item", "ii": "invoiceitem"}
         return deleted(object_id, names.get(prefix, prefix))
     return builder(state, record)

@@ -213,7 +213,8 @@ class SubscriptionItemRecord:
 
 @dataclass
 class InvoiceItemRecord:
-    """A pending charge or credit (today: prorations) waiting for the next invoice."""
+    """A pending charge or credit (a proration, or one made with `/v1/invoiceitems`)
+    waiting for the next invoice."""
 
     id: str
     created: int
@@ -231,6 +232,8 @@ class InvoiceItemRecord:
     invoice: str | None = None
     test_clock: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    discountable: bool = True
+    unit_amount_decimal: str | None = None
 
 
 @dataclass

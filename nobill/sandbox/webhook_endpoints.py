@@ -59,8 +59,6 @@ OTHER_STRIPE_EVENT_TYPES = (
     "invoice.upcoming",
     "invoice.will_be_due",
     "invoice_payment.paid",
-    "invoiceitem.created",
-    "invoiceitem.deleted",
     "payment_intent.amount_capturable_updated",
     "payment_intent.canceled",
     "payment_intent.created",
