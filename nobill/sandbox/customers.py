@@ -137,7 +137,7 @@ def create_customer(call: Call) -> dict[str, Any]:
     customer = CustomerRecord(id=ids.new_id("cus"), created=now, invoice_prefix=ids.invoice_prefix(), test_clock=clock_id)
     new_card = None
     if "payment_method" in params:
-        card = attach_test_card(state, customer, params["payment_method"], param="payment_method", now=now)
+        card = attach_test_card(state, customer, params["payment_method"], param="payment_method", now=now, announce=False)
         new_card = (params["payment_method"], card.id)
     try:
         _apply_fields(state, customer, params, new_card=new_card)
@@ -149,6 +149,9 @@ def create_customer(call: Call) -> dict[str, Any]:
     state.dirty = True
     rendered = objects.customer(state, customer)
     events.emit(state, "customer.created", rendered, created=now)
+    if new_card is not None:
+        card = state.payment_methods[new_card[1]]
+        events.emit(state, "payment_method.attached", objects.payment_method(state, card), created=now)
     return rendered
 
 

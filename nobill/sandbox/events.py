@@ -40,6 +40,8 @@ EMITTED_EVENT_TYPES = (
     "invoice.voided",
     "invoiceitem.created",
     "invoiceitem.deleted",
+    "payment_method.attached",
+    "payment_method.detached",
     "price.created",
     "price.updated",
     "product.created",

@@ -8,6 +8,8 @@ each rendered object with Stripe's fixtures recursively.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +23,7 @@ from nobill.sandbox.records import (
     InvoiceRecord,
     MeterEventRecord,
     MeterRecord,
+    PaymentMethodRecord,
     PriceRecord,
     ProductRecord,
     SubscriptionItemRecord,
@@ -99,6 +102,45 @@ def record_is_delinquent(state: SandboxState, record: CustomerRecord) -> bool:
         invoice.customer == record.id and invoice.status == "open" and invoice.attempt_count > 0
         for invoice in state.invoices.values()
     )
+
+
+def payment_method(state: SandboxState, record: PaymentMethodRecord) -> dict[str, Any]:
+    customer_record = state.customers.get(record.customer or "")
+    expires = datetime.fromtimestamp(record.created, tz=timezone.utc).year + 5
+    return {
+        "id": record.id,
+        "object": "payment_method",
+        "allow_redisplay": "unspecified",
+        "billing_details": {
+            "address": address({}),
+            "email": customer_record.email if customer_record else None,
+            "name": customer_record.name if customer_record else None,
+            "phone": None,
+            "tax_id": None,
+        },
+        "card": {
+            "brand": record.brand,
+            "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
+            "country": "US",
+            "display_brand": record.brand,
+            "exp_month": 12,
+            "exp_year": expires,
+            "fingerprint": hashlib.sha256(f"{record.brand}{record.last4}".encode()).hexdigest()[:16],
+            "funding": "credit",
+            "generated_from": None,
+            "last4": record.last4,
+            "networks": {"available": [record.brand], "preferred": None},
+            "regulated_status": "unregulated",
+            "three_d_secure_usage": {"supported": True},
+            "wallet": None,
+        },
+        "created": record.created,
+        "customer": record.customer,
+        "customer_account": None,
+        "livemode": False,
+        "metadata": dict(record.metadata),
+        "type": "card",
+    }
 
 
 # -- catalog --------------------------------------------------------------------------
@@ -662,6 +704,7 @@ def render_by_id(state: SandboxState, object_id: str) -> dict[str, Any]:
         "si": (state.subscription_items, subscription_item),
         "in": (state.invoices, invoice),
         "ii": (state.invoice_items, invoice_item),
+        "pm": (state.payment_methods, payment_method),
         "cs": (state.checkout_sessions, checkout_session),
         "clock": (state.test_clocks, test_clock),
         "mtr": (state.meters, meter),

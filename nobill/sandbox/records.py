@@ -45,10 +45,11 @@ class PaymentMethodRecord:
 
     id: str
     created: int
-    customer: str
+    customer: str | None  # None once detached (a detached card cannot be attached again)
     brand: str = "visa"
     last4: str = "4242"
     declines: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from nobill.sandbox.state import RequestInfo, SandboxState
 
 # Modules whose import registers routes, in the order their routes are matched.
 ROUTE_MODULES = (
+    "nobill.sandbox.payment_methods",
     "nobill.sandbox.customers",
     "nobill.sandbox.catalog",
     "nobill.sandbox.meters",
