@@ -19,6 +19,7 @@ from nobill.sandbox.state import RequestInfo, SandboxState
 
 # Modules whose import registers routes, in the order their routes are matched.
 ROUTE_MODULES = (
+    "nobill.sandbox.search",
     "nobill.sandbox.payment_methods",
     "nobill.sandbox.customers",
     "nobill.sandbox.catalog",
@@ -74,6 +75,8 @@ def load_routes() -> list[Route]:
 
 
 def find(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route for a call; routes are matched in registration order, so fixed paths
+    such as `/v1/customers/search` are registered before `/v1/customers/{customer}`."""
     for candidate in ROUTES:
         if candidate.method != method:
             continue
