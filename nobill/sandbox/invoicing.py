@@ -33,12 +33,24 @@ def product_name(state: SandboxState, price: PriceRecord) -> str:
 
 
 def licensed_line(
-    state: SandboxState, subscription: SubscriptionRecord, item: SubscriptionItemRecord, start: int, end: int, *, trial: bool = False
+    state: SandboxState,
+    subscription: SubscriptionRecord,
+    item: SubscriptionItemRecord,
+    start: int,
+    end: int,
+    *,
+    trial: bool = False,
+    fraction: Fraction | None = None,
 ) -> InvoiceLineRecord:
+    """The line billing `item` in advance for [start, end); `fraction` bills a shorter
+    first period (up to a billing cycle anchor) as a part of a whole interval."""
     price = state.prices[item.price]
     quantity = item.quantity or 0
     if trial:
         description, amount = f"Trial period for {product_name(state, price)}", 0
+    elif fraction is not None:
+        description = f"Remaining time on {quantity} × {product_name(state, price)} after {format_date(start)}"
+        amount = line_amount(price.unit_amount_decimal, quantity, fraction)
     else:
         description = (
             f"{quantity} × {product_name(state, price)} "
@@ -55,6 +67,7 @@ def licensed_line(
         quantity=quantity,
         price=price.id,
         unit_amount_decimal="0" if trial else price.unit_amount_decimal,
+        proration=fraction is not None and not trial,
         subscription=subscription.id,
         subscription_item=item.id,
     )

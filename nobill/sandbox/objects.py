@@ -30,6 +30,7 @@ from nobill.sandbox.records import (
     SubscriptionRecord,
     TestClockRecord,
     WebhookEndpointRecord,
+    load_record,
 )
 from nobill.sandbox.state import SandboxState
 
@@ -301,6 +302,20 @@ def subscription_item(state: SandboxState, record: SubscriptionItemRecord) -> di
     }
 
 
+def _pending_update(state: SandboxState, record: SubscriptionRecord) -> dict[str, Any] | None:
+    pending = record.pending_update
+    if pending is None:
+        return None
+    after = pending["subscription"]
+    return {
+        "billing_cycle_anchor": after["billing_cycle_anchor"] if after["billing_cycle_anchor"] != record.billing_cycle_anchor else None,
+        "expires_at": pending["expires_at"],
+        "subscription_items": [subscription_item(state, load_record(SubscriptionItemRecord, raw)) for raw in pending["items"]],
+        "trial_end": None,
+        "trial_from_plan": None,
+    }
+
+
 def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, Any]:
     items = [subscription_item(state, item) for item in state.items_of(record)]
     return {
@@ -356,7 +371,7 @@ def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, A
         },
         "pending_invoice_item_interval": None,
         "pending_setup_intent": None,
-        "pending_update": None,
+        "pending_update": _pending_update(state, record),
         "schedule": None,
         "start_date": record.start_date,
         "status": record.status,

@@ -133,11 +133,15 @@ def _preview_change(state: SandboxState, subscription: SubscriptionRecord, detai
             raise _none_upcoming()
         return state.invoices[subscription.latest_invoice or ""]
     changes = subscriptions._item_changes(state, subscription, details.get("items") or [])
-    invoice_at = None
+    outcome = lifecycle.ChangeOutcome()
     if changes:
-        invoice_at = lifecycle.change_items(
+        outcome = lifecycle.change_items(
             state, subscription, changes, now=now, proration_behavior=behavior, proration_date=details.get("proration_date")
         )
+    if outcome.reset_cycle:
+        # A change of billing interval bills the new period at once.
+        return lifecycle.reset_billing_cycle(state, subscription, now, credit_unused=False, proration_behavior=behavior)
+    invoice_at = outcome.invoice_at
     if "cancel_at" in details or "cancel_at_period_end" in details:
         old_cancel_at = subscription.cancel_at
         cancel_at = details.get("cancel_at")

@@ -195,6 +195,9 @@ class SubscriptionRecord:
     # `billing_mode[type]`: flexible (Stripe's default since 2025-09-30) or classic.
     billing_mode: str = "flexible"
     proration_discounts: str = "included"
+    # `payment_behavior=pending_if_incomplete` whose payment failed: {"expires_at",
+    # "invoice", "subscription": the record as it would be, "items": [item records]}.
+    pending_update: dict[str, Any] | None = None
 
 
 @dataclass

@@ -60,6 +60,7 @@ STRIPE_PARAMS = {
     ("POST", "/v1/subscriptions/{subscription_exposed_id}"): ("stripe.params", "SubscriptionUpdateParams"),
     ("DELETE", "/v1/subscriptions/{subscription_exposed_id}"): ("stripe.params", "SubscriptionCancelParams"),
     ("GET", "/v1/subscriptions"): ("stripe.params", "SubscriptionListParams"),
+    ("POST", "/v1/subscriptions/{subscription}/resume"): ("stripe.params", "SubscriptionResumeParams"),
     ("POST", "/v1/subscription_items"): ("stripe.params", "SubscriptionItemCreateParams"),
     ("GET", "/v1/subscription_items/{item}"): ("stripe.params", "SubscriptionItemRetrieveParams"),
     ("POST", "/v1/subscription_items/{item}"): ("stripe.params", "SubscriptionItemUpdateParams"),

@@ -204,8 +204,8 @@ def test_creation_without_a_payment_method_or_with_error_if_incomplete(client, c
     metered_only = client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.usage.id}]})
     assert metered_only.status == "active"  # nothing is due up front for usage
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.base.id}], "payment_behavior": "default_incomplete"})
-    assert caught.value.param == "payment_behavior"
+        client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.base.id}], "payment_behavior": "pending_if_incomplete"})
+    assert caught.value.param == "payment_behavior" and "only used with updates" in caught.value.user_message
 
 
 def test_item_rules(client, catalog):
