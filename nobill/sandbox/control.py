@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from nobill.sandbox import errors, objects
+from nobill.sandbox.billing_portal import perform
 from nobill.sandbox.checkout import complete_session
 from nobill.sandbox.due_work import settle
 from nobill.sandbox.gateway import Response, json_bytes
@@ -86,6 +87,13 @@ def complete_checkout(sandbox: "Sandbox", args: dict[str, str], payload: dict[st
         return complete_session(
             state, session, payload.get("outcome", "succeeded"), email=payload.get("email"), name=payload.get("name")
         )
+
+
+@control("POST", "/_sandbox/billing_portal/sessions/{session}/actions")
+def portal_action(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any], query: dict[str, list[str]]) -> Any:
+    """Do what a customer does in the billing portal (see billing_portal.perform)."""
+    with sandbox.state.lock:
+        return perform(sandbox.state, args["session"], str(payload.get("action", "")), payload)
 
 
 @control("POST", "/_sandbox/customers/{customer}/payment_behavior")

@@ -334,6 +334,35 @@ class WebhookEndpointRecord:
     api_version: str | None = None
 
 
+@dataclass
+class PortalConfigurationRecord:
+    """A customer portal configuration: what customers may do in the billing portal."""
+
+    id: str
+    created: int
+    updated: int
+    features: dict[str, Any]
+    business_profile: dict[str, Any] = field(
+        default_factory=lambda: {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None}
+    )
+    default_return_url: str | None = None
+    login_page_enabled: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    active: bool = True
+    is_default: bool = False
+
+
+@dataclass
+class PortalSessionRecord:
+    id: str
+    created: int
+    customer: str
+    configuration: str
+    return_url: str | None = None
+    locale: str | None = None
+
+
 # -- persistence ----------------------------------------------------------------------
 
 _NESTED: dict[type, dict[str, type]] = {

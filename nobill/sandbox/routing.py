@@ -32,6 +32,7 @@ ROUTE_MODULES = (
     "nobill.sandbox.clocks",
     "nobill.sandbox.webhook_endpoints",
     "nobill.sandbox.events",
+    "nobill.sandbox.billing_portal",
 )
 
 

@@ -28,6 +28,8 @@ from nobill.sandbox.records import (
     SubscriptionItemRecord,
     SubscriptionRecord,
     TestClockRecord,
+    PortalConfigurationRecord,
+    PortalSessionRecord,
     WebhookEndpointRecord,
 )
 from nobill.sandbox.settings import SandboxSettings
@@ -47,6 +49,8 @@ COLLECTIONS: dict[str, type] = {
     "invoice_items": InvoiceItemRecord,
     "invoices": InvoiceRecord,
     "webhook_endpoints": WebhookEndpointRecord,
+    "portal_configurations": PortalConfigurationRecord,
+    "portal_sessions": PortalSessionRecord,
 }
 
 
@@ -91,6 +95,8 @@ class SandboxState:
             self.invoice_items: dict[str, InvoiceItemRecord] = {}
             self.invoices: dict[str, InvoiceRecord] = {}
             self.webhook_endpoints: dict[str, WebhookEndpointRecord] = {}
+            self.portal_configurations: dict[str, PortalConfigurationRecord] = {}
+            self.portal_sessions: dict[str, PortalSessionRecord] = {}
             # Meter events by event name, then customer, in arrival order; identifiers
             # seen, for dedupe.
             self.meter_events: dict[str, dict[str, list[MeterEventRecord]]] = {}

@@ -351,7 +351,7 @@ def update_subscription(call: Call) -> dict[str, Any]:
         if trial_end != "now":
             subscription.trial_will_end_sent = False
     state.dirty = True
-    _finish_change(
+    finish_change(
         state,
         subscription,
         before,
@@ -386,7 +386,7 @@ def _check_pending_update_params(params: dict[str, Any]) -> None:
         raise errors.not_simulated("trial_end")
 
 
-def _finish_change(
+def finish_change(
     state: SandboxState,
     subscription: SubscriptionRecord,
     before: dict[str, Any],
@@ -603,7 +603,7 @@ def _apply_item_change(call: Call, subscription: SubscriptionRecord, change: lif
         proration_date=params.get("proration_date"),
         payment_behavior=payment_behavior,
     )
-    _finish_change(
+    finish_change(
         state,
         subscription,
         before,

@@ -89,6 +89,11 @@ STRIPE_PARAMS = {
     ("POST", "/v1/webhook_endpoints/{webhook_endpoint}"): ("stripe.params", "WebhookEndpointUpdateParams"),
     ("DELETE", "/v1/webhook_endpoints/{webhook_endpoint}"): ("stripe.params", "WebhookEndpointDeleteParams"),
     ("GET", "/v1/webhook_endpoints"): ("stripe.params", "WebhookEndpointListParams"),
+    ("POST", "/v1/billing_portal/configurations"): ("stripe.params.billing_portal", "ConfigurationCreateParams"),
+    ("GET", "/v1/billing_portal/configurations/{configuration}"): ("stripe.params.billing_portal", "ConfigurationRetrieveParams"),
+    ("POST", "/v1/billing_portal/configurations/{configuration}"): ("stripe.params.billing_portal", "ConfigurationUpdateParams"),
+    ("GET", "/v1/billing_portal/configurations"): ("stripe.params.billing_portal", "ConfigurationListParams"),
+    ("POST", "/v1/billing_portal/sessions"): ("stripe.params.billing_portal", "SessionCreateParams"),
     ("GET", "/v1/events"): ("stripe.params", "EventListParams"),
     ("GET", "/v1/events/{id}"): ("stripe.params", "EventRetrieveParams"),
 }
