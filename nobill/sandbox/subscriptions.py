@@ -207,14 +207,14 @@ def create_subscription(call: Call) -> dict[str, Any]:
         raise errors.invalid_request("The trial cannot be longer than 730 days.", param="trial_end")
 
     anchor = params.get("billing_cycle_anchor")
-    if anchor is not None:
+    if anchor is not None and specs:
         if trial_end is not None:
             raise errors.invalid_request(
                 "The sandbox does not simulate a `billing_cycle_anchor` together with a trial; the first period ends at the trial end.",
                 param="billing_cycle_anchor",
             )
-        price = specs[0].price if specs else None
-        latest = add_intervals(now, price.interval or "month", price.interval_count or 1, 1) if price else now
+        first = specs[0].price
+        latest = add_intervals(now, first.interval or "month", first.interval_count or 1, 1)
         if not now < anchor <= latest:
             raise errors.invalid_request(
                 f"billing_cycle_anchor must be in the future and within the first billing period (at most {latest}).",
