@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="what happens to a subscription when the last retry fails (default: cancel)",
     )
+    parser.add_argument(
+        "--test-clock-advance-delay",
+        type=float,
+        default=None,
+        help="seconds a test clock stays `advancing` before it advances in the background (default: 0.2)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     parser.add_argument("--log-requests", action="store_true", help="log every API request")
@@ -129,6 +135,10 @@ def _settings(args: argparse.Namespace) -> SandboxSettings:
         settings.dunning_retry_days = args.dunning_retry_days
     if args.dunning_final_action is not None:
         settings.dunning_final_action = args.dunning_final_action
+    if args.test_clock_advance_delay is not None:
+        if args.test_clock_advance_delay < 0:
+            raise SystemExit("--test-clock-advance-delay must not be negative")
+        settings.test_clock_advance_delay = args.test_clock_advance_delay
     return settings
 
 

@@ -131,6 +131,8 @@ def test_cli_arguments_and_defaults():
     assert (args.port, args.state_file, args.webhook_retry_schedule, args.dunning_retry_days) == (0, Path("x.json"), (1.0, 2.5), (1, 2))
     with pytest.raises(SystemExit):
         parser.parse_args(["--dunning-retry-days", "5,1"])
+    assert cli._settings(parser.parse_args(["--test-clock-advance-delay", "1.5"])).test_clock_advance_delay == 1.5
+    assert cli._settings(parser.parse_args([])).test_clock_advance_delay == 0.2
 
 
 def test_the_cli_runs_in_the_foreground_and_stops_gracefully_on_sigterm(tmp_path):
