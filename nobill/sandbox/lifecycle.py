@@ -190,6 +190,13 @@ def start_subscription(
             raise _no_payment_method()
         if card.declines and payment_behavior == "error_if_incomplete":
             raise errors.card_declined()
+    # Flexible billing mode makes no invoice that would be empty, e.g. for a subscription of
+    # metered items only (https://docs.stripe.com/billing/subscriptions/billing-mode/compare).
+    invoiced = (
+        billing_mode[0] == "classic"
+        or any(spec.price.usage_type != "metered" for spec in specs)
+        or bool(invoicing.pending_customer_items(state, customer.id, currency))
+    )
     if trial_end is not None:
         period_end = trial_end
     elif billing_cycle_anchor is not None:
@@ -201,7 +208,7 @@ def start_subscription(
         created=now,
         customer=customer.id,
         currency=currency,
-        status="trialing" if trial_end is not None else "incomplete",
+        status="trialing" if trial_end is not None else ("incomplete" if invoiced else "active"),
         start_date=now,
         billing_cycle_anchor=period_end if trial_end is not None or billing_cycle_anchor is not None else now,
         interval=interval,
@@ -228,6 +235,8 @@ def start_subscription(
     customer.currency = currency
     state.dirty = True
     events.emit(state, "customer.subscription.created", objects.subscription(state, subscription), created=now)
+    if not invoiced:
+        return subscription
 
     partial = None
     if billing_cycle_anchor is not None and trial_end is None:

@@ -63,6 +63,18 @@ def test_a_reduction_after_an_unbilled_increase_credits_what_each_mode_credits(c
     assert min(line.amount for line in again.lines.data) == -prorated(2000, start, end, at)
 
 
+def test_flexible_mode_makes_no_empty_first_invoice_for_metered_items_only(client, catalog):
+    customer = client.v1.customers.create({})
+    flexible = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.usage.id}]})
+    assert (flexible.status, flexible.latest_invoice) == ("active", None)
+    assert client.v1.invoices.list({"customer": customer.id}).data == []
+    classic = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": catalog.usage.id}], "billing_mode": {"type": "classic"}}
+    )
+    assert classic.status == "active"
+    assert client.v1.invoices.retrieve(classic.latest_invoice).amount_due == 0
+
+
 def test_checkout_subscriptions_take_the_billing_mode_too(client, control, catalog):
     session = client.v1.checkout.sessions.create(
         {
