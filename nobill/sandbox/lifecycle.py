@@ -779,6 +779,8 @@ def proration_invoice(state: SandboxState, subscription: SubscriptionRecord, at:
 # -- pending updates (`payment_behavior=pending_if_incomplete`) -------------------------
 
 PENDING_UPDATE_WINDOW = 23 * 3_600
+# What a pending update changes on the subscription itself.
+PENDING_UPDATE_FIELDS = ("items", "interval", "interval_count", "current_period_start", "current_period_end", "billing_cycle_anchor")
 
 
 @dataclass
@@ -826,18 +828,20 @@ def apply_pending_update(state: SandboxState, subscription: SubscriptionRecord, 
     """The invoice of a pending update was paid: the change takes effect."""
     pending = subscription.pending_update or {}
     before = objects.subscription(state, subscription)
-    updated = load_record(SubscriptionRecord, pending["subscription"])
-    updated.pending_update = None
-    updated.latest_invoice = subscription.latest_invoice
+    # Only what a pending update may change is taken over; anything changed since (such
+    # as metadata) stays.
+    changed = load_record(SubscriptionRecord, pending["subscription"])
+    for name in PENDING_UPDATE_FIELDS:
+        setattr(subscription, name, getattr(changed, name))
+    subscription.pending_update = None
     for raw in pending["items"]:
         item = load_record(SubscriptionItemRecord, raw)
         state.subscription_items[item.id] = item
-    for item_id in subscription.items:
-        if item_id not in updated.items:
+    for item_id in [i["id"] for i in before["items"]["data"]]:
+        if item_id not in subscription.items:
             state.subscription_items[item_id].deleted = True
-    state.subscriptions[subscription.id] = updated
     state.dirty = True
-    after = objects.subscription(state, updated)
+    after = objects.subscription(state, subscription)
     events.emit(state, "customer.subscription.pending_update_applied", after, created=now)
     events.emit_updated(state, "customer.subscription.updated", before, after, created=now)
 
