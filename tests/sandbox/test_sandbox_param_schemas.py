@@ -13,7 +13,10 @@ import typing_extensions
 import pytest
 from stripe._request_options import RequestOptions
 
+from pathlib import Path
+
 from nobill.sandbox import routing
+from nobill.sandbox.stripe_endpoints import STRIPE_V1_ENDPOINTS
 from nobill.sandbox.params import Array, Hash, NotSimulated, Spec
 
 # (method, path template) → (module of stripe.params, typed parameters class)
@@ -156,6 +159,36 @@ def typed_params_class(module: str, name: str) -> type:
 def test_every_route_is_a_stripe_endpoint_we_know():
     served = {(r.method, r.template) for r in routing.load_routes()}
     assert served == set(STRIPE_PARAMS)
+    real = {tuple(entry.split(" ", 1)) for entry in STRIPE_V1_ENDPOINTS}
+    # Path parameter names are ours; compare the shapes.
+    shape = lambda template: re.sub(r"\{\w+\}", "{}", template)  # noqa: E731
+    assert {(m, shape(t)) for m, t in served} <= {(m, shape(t)) for m, t in real}
+
+
+def stripe_python_endpoints() -> set[str]:
+    import stripe
+
+    found = set()
+    for path in Path(stripe.__file__).parent.rglob("*_service.py"):
+        for match in re.finditer(r'self\._request\(\s*"(get|post|delete)",\s*"(/v1/[^"]*)"', path.read_text(encoding="utf-8")):
+            found.add(f"{match.group(1).upper()} {match.group(2)}")
+    return found
+
+
+def test_the_list_of_stripe_endpoints_is_the_one_stripe_python_calls():
+    assert set(STRIPE_V1_ENDPOINTS) == stripe_python_endpoints()
+
+
+def test_real_endpoints_the_sandbox_does_not_serve_are_refused_with_a_clear_400(client):
+    import stripe
+
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.coupons.create({"percent_off": 10})
+    assert caught.value.http_status == 400
+    assert "does not simulate POST /v1/coupons" in caught.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.subscriptions.migrate("sub_x", {"billing_mode": {"type": "flexible"}})
+    assert caught.value.http_status == 400 and "/v1/subscriptions/{subscription}/migrate" in caught.value.user_message
 
 
 @pytest.mark.parametrize(("method", "template"), sorted(STRIPE_PARAMS))
