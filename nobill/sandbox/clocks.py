@@ -99,15 +99,17 @@ def delete_clock_and_objects(state: SandboxState, clock: TestClockRecord) -> Non
     state.dirty = True
 
 
-def _advance_limit(state: SandboxState, clock: TestClockRecord) -> int | None:
-    """Stripe lets a clock move at most two intervals of its shortest subscription interval."""
+def _advance_limit(state: SandboxState, clock: TestClockRecord) -> int:
+    """Stripe lets a clock move at most two intervals of its shortest subscription
+    interval, or two years when no subscription lives on it (the `frozen_time` parameter
+    of https://docs.stripe.com/api/test_clocks/advance)."""
     live = [
         s
         for s in state.subscriptions.values()
         if s.test_clock == clock.id and s.status not in ("canceled", "incomplete_expired")
     ]
     if not live:
-        return None
+        return add_intervals(clock.frozen_time, "year", 1, 2)
     shortest = min(live, key=lambda s: interval_seconds_upper_bound(s.interval, s.interval_count))
     return add_intervals(clock.frozen_time, shortest.interval, shortest.interval_count, 2)
 
@@ -132,10 +134,10 @@ def advance_test_clock(call: Call) -> dict[str, Any]:
             param="frozen_time",
         )
     limit = _advance_limit(state, clock)
-    if limit is not None and target > limit:
+    if target > limit:
         raise errors.invalid_request(
-            "A test clock cannot be advanced more than two intervals of its shortest subscription interval at once "
-            f"(at most to {limit}); advance it in steps.",
+            "A test clock cannot be advanced more than two intervals of its shortest subscription interval at once, "
+            f"or two years without subscriptions (at most to {limit}); advance it in steps.",
             param="frozen_time",
         )
     clock.status = "advancing"

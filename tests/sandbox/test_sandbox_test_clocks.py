@@ -29,6 +29,9 @@ def test_clock_lifecycle(client, clock):
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.test_helpers.test_clocks.create({})  # type: ignore[typeddict-item]
     assert caught.value.code == "parameter_missing"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 3 * 366 * DAY})
+    assert "two years" in caught.value.user_message
 
 
 def test_advancing_is_asynchronous_and_clients_must_poll_until_ready(client, control, catalog, clock):
