@@ -147,26 +147,30 @@ def run(args: argparse.Namespace) -> int:
     from nobill.sandbox.server import start_sandbox
 
     configure_logging(args.log_level, args.log_format, args.log_requests)
+    # Handlers first: a SIGTERM that arrives right after the URL is printed (a supervisor
+    # or a test stopping it at once) must stop the sandbox gracefully, not kill it.
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, frame: stop.set())
     try:
         handle = start_sandbox(
             args.host, args.port, args.state_file, settings=_settings(args), autosave_interval=args.autosave_interval
         )
     except OSError as exc:
         log.error("cannot listen", extra={"fields": {"host": args.host, "port": args.port, "error": str(exc)}})
+        _restore(previous)
         return 1
     except ValueError as exc:  # an unreadable state file
         log.error("cannot start", extra={"fields": {"error": str(exc)}})
+        _restore(previous)
         return 1
     print(f"Stripe sandbox listening on {handle.url}", flush=True)
     print(
         f'  stripe.StripeClient("sk_test_...", base_addresses={{"api": "{handle.url}", "meter_events": "{handle.url}"}})',
         flush=True,
     )
-    stop = threading.Event()
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda number, frame: stop.set())
     try:
         while not stop.wait(0.5):
             pass
@@ -175,9 +179,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         log.info("stopping Stripe sandbox")
         handle.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
     return 0
+
+
+def _restore(previous: dict[signal.Signals, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
