@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
@@ -144,8 +145,17 @@ def clear_chaos(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any
 
 @control("POST", "/_sandbox/webhooks/wait")
 def wait_for_webhooks(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any], query: dict[str, list[str]]) -> Any:
-    idle = sandbox.webhooks.wait_idle(_number(payload, "timeout", 10.0))
+    # Clocks still advancing will send more events: wait for them first.
+    deadline = time.monotonic() + _number(payload, "timeout", 10.0)
+    while _advancing_clocks(sandbox) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    idle = not _advancing_clocks(sandbox) and sandbox.webhooks.wait_idle(max(0.0, deadline - time.monotonic()))
     return {"idle": idle, "pending": sandbox.webhooks.pending_count()}
+
+
+def _advancing_clocks(sandbox: "Sandbox") -> bool:
+    with sandbox.state.lock:
+        return any(clock.status == "advancing" for clock in sandbox.state.test_clocks.values())
 
 
 @control("GET", "/_sandbox/webhooks/deliveries")

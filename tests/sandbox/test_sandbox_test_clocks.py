@@ -51,6 +51,9 @@ def test_advancing_is_asynchronous_and_clients_must_poll_until_ready(client, con
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 3 * HOUR})
     assert "already advancing" in caught.value.user_message
+    # The control API's webhook wait also waits for clocks to finish advancing.
+    assert control("POST", "/_sandbox/webhooks/wait", {"timeout": 10})["idle"] is True
+    assert client.v1.test_helpers.test_clocks.retrieve(clock.id).status == "ready"
     ready = wait_until_ready(client, clock.id, timeout=10)
     assert (ready.status, ready.frozen_time) == ("ready", period_end + 2 * HOUR)
     assert [i.status for i in client.v1.invoices.list({"customer": customer.id}).data] == ["paid", "paid"]
