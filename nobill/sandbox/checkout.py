@@ -58,6 +58,7 @@ SESSION_CREATE = endpoint(
         "payment_method_collection": Enum("always", "if_required"),
         "subscription_data": Hash(
             {
+                "billing_mode": lifecycle.BILLING_MODE,
                 "description": Str(max_length=500),
                 "metadata": Metadata(),
                 "trial_end": Int(),
@@ -76,7 +77,6 @@ SESSION_CREATE = endpoint(
                 "application_fee_percent",
                 "billing_cycle_anchor",
                 "billing_cycle_anchor_config",
-                "billing_mode",
                 "default_tax_rates",
                 "invoice_settings",
                 "on_behalf_of",
@@ -228,6 +228,7 @@ def create_session(call: Call) -> dict[str, Any]:
             .get("missing_payment_method", "create_invoice"),
             "metadata": merge_metadata({}, subscription_data["metadata"]) if subscription_data.get("metadata") else {},
             "description": subscription_data.get("description"),
+            "billing_mode": list(lifecycle.billing_mode_of(subscription_data.get("billing_mode"), "subscription_data[billing_mode]")),
         },
         test_clock=test_clock,
     )
@@ -364,6 +365,7 @@ def complete_session(
         default_payment_method=card.id if card else None,
         metadata=data.get("metadata"),
         description=data.get("description"),
+        billing_mode=tuple(data.get("billing_mode") or ("flexible", "included")),  # type: ignore[arg-type]
     )
     if card is not None and outcome == "decline_later":
         card.declines = True

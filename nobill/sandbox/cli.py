@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="what happens to a subscription when the last retry fails (default: cancel)",
     )
+    parser.add_argument(
+        "--test-clock-advance-delay",
+        type=float,
+        default=None,
+        help="seconds a test clock stays `advancing` before it advances in the background (default: 0.2)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.add_argument("--log-format", default="text", choices=("text", "json"))
     parser.add_argument("--log-requests", action="store_true", help="log every API request")
@@ -129,6 +135,10 @@ def _settings(args: argparse.Namespace) -> SandboxSettings:
         settings.dunning_retry_days = args.dunning_retry_days
     if args.dunning_final_action is not None:
         settings.dunning_final_action = args.dunning_final_action
+    if args.test_clock_advance_delay is not None:
+        if args.test_clock_advance_delay < 0:
+            raise SystemExit("--test-clock-advance-delay must not be negative")
+        settings.test_clock_advance_delay = args.test_clock_advance_delay
     return settings
 
 
@@ -137,26 +147,30 @@ def run(args: argparse.Namespace) -> int:
     from nobill.sandbox.server import start_sandbox
 
     configure_logging(args.log_level, args.log_format, args.log_requests)
+    # Handlers first: a SIGTERM that arrives right after the URL is printed (a supervisor
+    # or a test stopping it at once) must stop the sandbox gracefully, not kill it.
+    stop = threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, frame: stop.set())
     try:
         handle = start_sandbox(
             args.host, args.port, args.state_file, settings=_settings(args), autosave_interval=args.autosave_interval
         )
     except OSError as exc:
         log.error("cannot listen", extra={"fields": {"host": args.host, "port": args.port, "error": str(exc)}})
+        _restore(previous)
         return 1
     except ValueError as exc:  # an unreadable state file
         log.error("cannot start", extra={"fields": {"error": str(exc)}})
+        _restore(previous)
         return 1
     print(f"Stripe sandbox listening on {handle.url}", flush=True)
     print(
         f'  stripe.StripeClient("sk_test_...", base_addresses={{"api": "{handle.url}", "meter_events": "{handle.url}"}})',
         flush=True,
     )
-    stop = threading.Event()
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda number, frame: stop.set())
     try:
         while not stop.wait(0.5):
             pass
@@ -165,9 +179,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         log.info("stopping Stripe sandbox")
         handle.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
     return 0
+
+
+def _restore(previous: dict[signal.Signals, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,13 +5,18 @@ clock performs, in order, everything due up to the new time (trial notices and e
 renewals, invoice finalization, payment attempts and retries) with the clock's frozen
 time set to each due moment.
 
-NOTE: Stripe advances asynchronously (`status: advancing`, then `ready`); the sandbox
-does the work inside the advance call and answers with `status: ready`, which client
-code that polls for `ready` handles unchanged. Both `advancing` and `ready` events are sent.
+NOTE: Stripe advances asynchronously: `advance` answers `status: advancing` (with
+`status_details.advancing.target_frozen_time`) and the clock becomes `ready` later, so
+clients must poll the clock or wait for `test_helpers.test_clock.ready`
+(https://docs.stripe.com/billing/testing/test-clocks/api-advanced-usage). The sandbox
+does the same: the work runs in the background `test_clock_advance_delay` seconds after
+the call (`finish_due_advances`), and while a clock advances its objects cannot change
+and it cannot be advanced again.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nobill.sandbox import errors, events, ids, objects
@@ -94,15 +99,17 @@ def delete_clock_and_objects(state: SandboxState, clock: TestClockRecord) -> Non
     state.dirty = True
 
 
-def _advance_limit(state: SandboxState, clock: TestClockRecord) -> int | None:
-    """Stripe lets a clock move at most two intervals of its shortest subscription interval."""
+def _advance_limit(state: SandboxState, clock: TestClockRecord) -> int:
+    """Stripe lets a clock move at most two intervals of its shortest subscription
+    interval, or two years when no subscription lives on it (the `frozen_time` parameter
+    of https://docs.stripe.com/api/test_clocks/advance)."""
     live = [
         s
         for s in state.subscriptions.values()
         if s.test_clock == clock.id and s.status not in ("canceled", "incomplete_expired")
     ]
     if not live:
-        return None
+        return add_intervals(clock.frozen_time, "year", 1, 2)
     shortest = min(live, key=lambda s: interval_seconds_upper_bound(s.interval, s.interval_count))
     return add_intervals(clock.frozen_time, shortest.interval, shortest.interval_count, 2)
 
@@ -116,24 +123,51 @@ def advance_test_clock(call: Call) -> dict[str, Any]:
     state = call.state
     clock = state.get_test_clock(call.path_args["test_clock"], status=404, param="test_clock")
     target = call.params["frozen_time"]
+    if clock.status == "advancing":
+        raise errors.invalid_request(
+            f"The test clock {clock.id} is already advancing (to {clock.advance_target}); "
+            "wait until its status is `ready` before advancing it again."
+        )
     if target <= clock.frozen_time:
         raise errors.invalid_request(
             f"The frozen_time must be later than the test clock's current frozen_time ({clock.frozen_time}).",
             param="frozen_time",
         )
     limit = _advance_limit(state, clock)
-    if limit is not None and target > limit:
+    if target > limit:
         raise errors.invalid_request(
-            "A test clock cannot be advanced more than two intervals of its shortest subscription interval at once "
-            f"(at most to {limit}); advance it in steps.",
+            "A test clock cannot be advanced more than two intervals of its shortest subscription interval at once, "
+            f"or two years without subscriptions (at most to {limit}); advance it in steps.",
             param="frozen_time",
         )
     clock.status = "advancing"
-    events.emit(state, "test_helpers.test_clock.advancing", objects.test_clock(state, clock), created=state.real_now())
-    settle(state, clock.id, target)
-    clock.frozen_time = target
-    clock.status = "ready"
+    clock.advance_target = target
+    clock.advance_starts_at = time.time() + state.settings.test_clock_advance_delay
     state.dirty = True
     rendered = objects.test_clock(state, clock)
-    events.emit(state, "test_helpers.test_clock.ready", rendered, created=state.real_now())
+    events.emit(state, "test_helpers.test_clock.advancing", rendered, created=state.real_now())
+    state.on_clock_advance()
     return rendered
+
+
+def finish_due_advances(state: SandboxState) -> float | None:
+    """Perform the advances whose start time has come (call with the lock held); returns
+    the seconds until the next pending one starts, or None when none is pending."""
+    wall = time.time()
+    waits: list[float] = []
+    for clock in list(state.test_clocks.values()):
+        if clock.status != "advancing" or clock.advance_target is None:
+            continue
+        starts_at = clock.advance_starts_at or 0.0
+        if starts_at > wall:
+            waits.append(starts_at - wall)
+            continue
+        target = clock.advance_target
+        settle(state, clock.id, target)
+        clock.frozen_time = target
+        clock.status = "ready"
+        clock.advance_target = None
+        clock.advance_starts_at = None
+        state.dirty = True
+        events.emit(state, "test_helpers.test_clock.ready", objects.test_clock(state, clock), created=state.real_now())
+    return min(waits) if waits else None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from nobill.sandbox import errors, objects
+from nobill.sandbox.billing_portal import perform
 from nobill.sandbox.checkout import complete_session
 from nobill.sandbox.due_work import settle
 from nobill.sandbox.gateway import Response, json_bytes
@@ -88,6 +90,13 @@ def complete_checkout(sandbox: "Sandbox", args: dict[str, str], payload: dict[st
         )
 
 
+@control("POST", "/_sandbox/billing_portal/sessions/{session}/actions")
+def portal_action(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any], query: dict[str, list[str]]) -> Any:
+    """Do what a customer does in the billing portal (see billing_portal.perform)."""
+    with sandbox.state.lock:
+        return perform(sandbox.state, args["session"], str(payload.get("action", "")), payload)
+
+
 @control("POST", "/_sandbox/customers/{customer}/payment_behavior")
 def payment_behavior(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any], query: dict[str, list[str]]) -> Any:
     behavior = payload.get("behavior")
@@ -136,8 +145,17 @@ def clear_chaos(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any
 
 @control("POST", "/_sandbox/webhooks/wait")
 def wait_for_webhooks(sandbox: "Sandbox", args: dict[str, str], payload: dict[str, Any], query: dict[str, list[str]]) -> Any:
-    idle = sandbox.webhooks.wait_idle(_number(payload, "timeout", 10.0))
+    # Clocks still advancing will send more events: wait for them first.
+    deadline = time.monotonic() + _number(payload, "timeout", 10.0)
+    while _advancing_clocks(sandbox) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    idle = not _advancing_clocks(sandbox) and sandbox.webhooks.wait_idle(max(0.0, deadline - time.monotonic()))
     return {"idle": idle, "pending": sandbox.webhooks.pending_count()}
+
+
+def _advancing_clocks(sandbox: "Sandbox") -> bool:
+    with sandbox.state.lock:
+        return any(clock.status == "advancing" for clock in sandbox.state.test_clocks.values())
 
 
 @control("GET", "/_sandbox/webhooks/deliveries")

@@ -127,6 +127,7 @@ def create_customer(call: Call) -> dict[str, Any]:
     clock_id = params.get("test_clock")
     if clock_id is not None:
         state.get_test_clock(clock_id, param="test_clock")
+        state.check_clock_ready(clock_id)
         attached = sum(1 for c in state.customers.values() if c.test_clock == clock_id and not c.deleted)
         if attached >= MAX_CUSTOMERS_PER_TEST_CLOCK:
             raise errors.invalid_request(
@@ -136,7 +137,7 @@ def create_customer(call: Call) -> dict[str, Any]:
     customer = CustomerRecord(id=ids.new_id("cus"), created=now, invoice_prefix=ids.invoice_prefix(), test_clock=clock_id)
     new_card = None
     if "payment_method" in params:
-        card = attach_test_card(state, customer, params["payment_method"], param="payment_method", now=now)
+        card = attach_test_card(state, customer, params["payment_method"], param="payment_method", now=now, announce=False)
         new_card = (params["payment_method"], card.id)
     try:
         _apply_fields(state, customer, params, new_card=new_card)
@@ -148,6 +149,9 @@ def create_customer(call: Call) -> dict[str, Any]:
     state.dirty = True
     rendered = objects.customer(state, customer)
     events.emit(state, "customer.created", rendered, created=now)
+    if new_card is not None:
+        card = state.payment_methods[new_card[1]]
+        events.emit(state, "payment_method.attached", objects.payment_method(state, card), created=now)
     return rendered
 
 
@@ -166,6 +170,7 @@ def retrieve_customer(call: Call) -> dict[str, Any]:
 def update_customer(call: Call) -> dict[str, Any]:
     state = call.state
     customer = state.get_customer(call.path_args["customer"], status=404, param="id")
+    state.check_clock_ready(customer.test_clock)
     before = objects.customer(state, customer)
     _apply_fields(state, customer, call.params, new_card=None)
     state.dirty = True
@@ -178,6 +183,7 @@ def update_customer(call: Call) -> dict[str, Any]:
 def delete_customer(call: Call) -> dict[str, Any]:
     state = call.state
     customer = state.get_customer(call.path_args["customer"], status=404, param="id")
+    state.check_clock_ready(customer.test_clock)
     delete(state, customer)
     return objects.deleted(customer.id, "customer")
 

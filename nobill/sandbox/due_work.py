@@ -24,6 +24,7 @@ _PRIORITY = {
     "finalize": 5,
     "retry": 6,
     "expire_checkout": 7,
+    "pending_update_expired": 8,
 }
 MAX_STEPS = 100_000
 
@@ -33,6 +34,8 @@ def _due_items(state: SandboxState, test_clock: str | None) -> list[tuple[int, i
     for subscription in state.subscriptions.values():
         if subscription.test_clock != test_clock:
             continue
+        if subscription.pending_update is not None:
+            due.append((subscription.pending_update["expires_at"], _PRIORITY["pending_update_expired"], "pending_update_expired", subscription))
         status = subscription.status
         if status == "trialing" and subscription.trial_end is not None:
             if not subscription.trial_will_end_sent:
@@ -67,6 +70,7 @@ _ACTIONS: dict[str, Callable[[SandboxState, Any, int], Any]] = {
     "finalize": lifecycle.finalize_and_charge,
     "retry": lifecycle.charge,
     "expire_checkout": checkout.expire_session,
+    "pending_update_expired": lifecycle.expire_pending_update,
 }
 
 

@@ -43,7 +43,8 @@ class StripeError(Exception):
         error: dict[str, Any] = {"message": self.message, "type": self.type}
         if self.code is not None:
             error["code"] = self.code
-            error["doc_url"] = f"{DOCS}#{self.code.replace('_', '-')}"
+            # Stripe links each code's own page: .../error-codes/parameter-missing.
+            error["doc_url"] = f"{DOCS}/{self.code.replace('_', '-')}"
         if self.param is not None:
             error["param"] = self.param
         if self.decline_code is not None:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nobill.sandbox import errors, ids, routing
+from nobill.sandbox import api_versions, errors, ids, routing
 from nobill.sandbox.faults import Faults
 from nobill.sandbox.idempotency import IdempotencyStore, StoredResponse, fingerprint
 from nobill.sandbox.settings import API_VERSION
@@ -19,7 +19,9 @@ from nobill.sandbox.wire_form import decode
 
 log = logging.getLogger("nobill.sandbox.api")
 
-TEST_KEY_PREFIX = "sk_test_"
+# Secret keys and restricted keys of test mode; the sandbox grants restricted keys every
+# permission (it does not model per-resource restrictions).
+TEST_KEY_PREFIXES = ("sk_test_", "rk_test_")
 
 
 @dataclass
@@ -64,9 +66,10 @@ def api_key_from(headers: Mapping[str, str]) -> str:
             "for details, or we can help at https://support.stripe.com/.",
             status=401,
         )
-    if not key.startswith(TEST_KEY_PREFIX) or len(key) <= len(TEST_KEY_PREFIX):
+    if not any(key.startswith(prefix) and len(key) > len(prefix) for prefix in TEST_KEY_PREFIXES):
         raise errors.invalid_request(
-            f"Invalid API Key provided: {_mask(key)} (the NOBill Stripe sandbox accepts any test-mode secret key, sk_test_...)",
+            f"Invalid API Key provided: {_mask(key)} (the NOBill Stripe sandbox accepts any test-mode secret key, "
+            "sk_test_..., or restricted key, rk_test_...)",
             status=401,
         )
     return key
@@ -111,6 +114,7 @@ class ApiGateway:
 
     def _serve(self, method: str, path: str, query: str, body: bytes, headers: Mapping[str, str], request_id: str) -> Response:
         api_key = api_key_from(headers)
+        api_versions.check(headers.get("Stripe-Version"))
         if headers.get("Stripe-Account") or headers.get("Stripe-Context"):
             raise errors.invalid_request("The NOBill Stripe sandbox does not simulate Connect (Stripe-Account / Stripe-Context).")
         found, path_args = routing.find(method, path)

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from nobill.sandbox import checkout_page, control, errors
+from nobill.sandbox import checkout_page, control, errors, portal_page
 from nobill.sandbox.gateway import Response, json_bytes
 
 if TYPE_CHECKING:
@@ -176,6 +176,12 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
                 response = checkout_page.submit(sandbox.state, session_id, body)
             else:
                 response = checkout_page.render(sandbox.state, session_id)
+        elif path.startswith("/billing_portal/") and path.count("/") == 2:
+            session_id = path.rsplit("/", 1)[1]
+            if method == "POST":
+                response = portal_page.submit(sandbox.state, session_id, body)
+            else:
+                response = portal_page.render(sandbox.state, session_id)
         elif path == "/" and method == "GET":
             response = Response(200, json_bytes({"service": "NOBill Stripe sandbox", "api": f"{sandbox.url}/v1", "control": f"{sandbox.url}/_sandbox/health"}))
         else:

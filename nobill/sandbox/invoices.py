@@ -76,6 +76,7 @@ def list_invoice_lines(call: Call) -> dict[str, Any]:
 def pay_invoice(call: Call) -> dict[str, Any]:
     state, params = call.state, call.params
     invoice = state.get_invoice(call.path_args["invoice"], status=404, param="invoice")
+    state.check_clock_ready(invoice.test_clock)
     now = state.now(invoice.test_clock)
     if invoice.status == "paid":
         raise errors.invalid_request("Invoice is already paid")
@@ -109,6 +110,7 @@ def pay_invoice(call: Call) -> dict[str, Any]:
 def finalize_invoice(call: Call) -> dict[str, Any]:
     state = call.state
     invoice = state.get_invoice(call.path_args["invoice"], status=404, param="invoice")
+    state.check_clock_ready(invoice.test_clock)
     if invoice.status != "draft":
         raise errors.invalid_request("This invoice is already finalized, you can't re-finalize a non-draft invoice.")
     now = state.now(invoice.test_clock)
@@ -124,6 +126,7 @@ def finalize_invoice(call: Call) -> dict[str, Any]:
 def void_invoice(call: Call) -> dict[str, Any]:
     state = call.state
     invoice = state.get_invoice(call.path_args["invoice"], status=404, param="invoice")
+    state.check_clock_ready(invoice.test_clock)
     if invoice.status != "open":
         raise errors.invalid_request(f"You can only void open invoices; this invoice is `{invoice.status}`.")
     invoicing.void(state, invoice, state.now(invoice.test_clock))
@@ -134,6 +137,7 @@ def void_invoice(call: Call) -> dict[str, Any]:
 def mark_invoice_uncollectible(call: Call) -> dict[str, Any]:
     state = call.state
     invoice = state.get_invoice(call.path_args["invoice"], status=404, param="invoice")
+    state.check_clock_ready(invoice.test_clock)
     if invoice.status != "open":
         raise errors.invalid_request(f"You can only mark open invoices uncollectible; this invoice is `{invoice.status}`.")
     invoicing.mark_uncollectible(state, invoice, state.now(invoice.test_clock))

@@ -33,12 +33,24 @@ def product_name(state: SandboxState, price: PriceRecord) -> str:
 
 
 def licensed_line(
-    state: SandboxState, subscription: SubscriptionRecord, item: SubscriptionItemRecord, start: int, end: int, *, trial: bool = False
+    state: SandboxState,
+    subscription: SubscriptionRecord,
+    item: SubscriptionItemRecord,
+    start: int,
+    end: int,
+    *,
+    trial: bool = False,
+    fraction: Fraction | None = None,
 ) -> InvoiceLineRecord:
+    """The line billing `item` in advance for [start, end); `fraction` bills a shorter
+    first period (up to a billing cycle anchor) as a part of a whole interval."""
     price = state.prices[item.price]
     quantity = item.quantity or 0
     if trial:
         description, amount = f"Trial period for {product_name(state, price)}", 0
+    elif fraction is not None:
+        description = f"Remaining time on {quantity} × {product_name(state, price)} after {format_date(start)}"
+        amount = line_amount(price.unit_amount_decimal, quantity, fraction)
     else:
         description = (
             f"{quantity} × {product_name(state, price)} "
@@ -55,6 +67,7 @@ def licensed_line(
         quantity=quantity,
         price=price.id,
         unit_amount_decimal="0" if trial else price.unit_amount_decimal,
+        proration=fraction is not None and not trial,
         subscription=subscription.id,
         subscription_item=item.id,
     )
@@ -70,25 +83,50 @@ def metered_line(
     total as quantity 0.
     """
     price = state.prices[item.price]
-    meter = state.meters.get(price.meter or "")
-    usage = aggregate(state, meter, subscription.customer, start, end + 1 if inclusive else end) if meter else 0
-    quantity = max(0, usage)
-    return InvoiceLineRecord(
+    line = InvoiceLineRecord(
         id=ids.new_id("il"),
-        amount=line_amount(price.unit_amount_decimal, quantity),
+        amount=0,
         currency=price.currency,
-        description=(
-            f"{quantity} × {product_name(state, price)} "
-            f"(at {format_money(price.unit_amount_decimal, price.currency)} / {price.interval})"
-        ),
+        description="",
         period_start=start,
         period_end=end,
-        quantity=quantity,
+        quantity=0,
         price=price.id,
         unit_amount_decimal=price.unit_amount_decimal,
         subscription=subscription.id,
         subscription_item=item.id,
+        metered=True,
+        inclusive=inclusive,
     )
+    _measure_usage(state, line, subscription.customer)
+    return line
+
+
+def _measure_usage(state: SandboxState, line: InvoiceLineRecord, customer_id: str) -> None:
+    """Set a usage line's quantity, amount and description from the meter's current total."""
+    price = state.prices[line.price or ""]
+    meter = state.meters.get(price.meter or "")
+    end = line.period_end + 1 if line.inclusive else line.period_end
+    usage = aggregate(state, meter, customer_id, line.period_start, end) if meter else 0
+    quantity = max(0, usage)
+    line.quantity = quantity
+    line.amount = line_amount(price.unit_amount_decimal, quantity)
+    line.description = (
+        f"{quantity} × {product_name(state, price)} "
+        f"(at {format_money(price.unit_amount_decimal, price.currency)} / {price.interval})"
+    )
+
+
+def refresh_usage_lines(state: SandboxState, invoice: InvoiceRecord) -> None:
+    """Recompute usage lines from the meters, as Stripe does when it finalizes a draft.
+
+    Stripe keeps a renewal draft open for an hour (the finalization grace period); meter
+    events sent during that hour with a timestamp inside the ended period are billed on
+    it (https://docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period).
+    """
+    for line in invoice.lines:
+        if line.metered and line.price in state.prices:
+            _measure_usage(state, line, invoice.customer)
 
 
 def proration_item(
@@ -147,6 +185,19 @@ def pending_items(state: SandboxState, subscription: SubscriptionRecord) -> list
     ]
 
 
+def pending_customer_items(state: SandboxState, customer_id: str, currency: str) -> list[InvoiceItemRecord]:
+    """Pending items made for the customer without a subscription: Stripe puts them on
+    the customer's next invoice."""
+    return [
+        item
+        for item in state.invoice_items.values()
+        if item.invoice is None
+        and item.subscription is None
+        and item.customer == customer_id
+        and item.currency == currency
+    ]
+
+
 def line_from_item(item: InvoiceItemRecord) -> InvoiceLineRecord:
     return InvoiceLineRecord(
         id=ids.new_id("il"),
@@ -157,7 +208,7 @@ def line_from_item(item: InvoiceItemRecord) -> InvoiceLineRecord:
         period_end=item.period_end,
         quantity=item.quantity,
         price=item.price,
-        unit_amount_decimal=None,
+        unit_amount_decimal=item.unit_amount_decimal,
         proration=item.proration,
         subscription=item.subscription,
         subscription_item=item.subscription_item,
@@ -183,7 +234,7 @@ def create_invoice(
 ) -> InvoiceRecord:
     """A draft invoice (event `invoice.created`), with the subscription's pending items."""
     if include_pending_items:
-        for item in pending_items(state, subscription):
+        for item in pending_items(state, subscription) + pending_customer_items(state, customer.id, subscription.currency):
             lines.append(line_from_item(item))
     invoice = InvoiceRecord(
         id=ids.new_id("in"),
@@ -213,7 +264,8 @@ def create_invoice(
 
 
 def finalize(state: SandboxState, invoice: InvoiceRecord, now: int) -> None:
-    """draft → open: number the invoice and apply the customer's balance."""
+    """draft → open: bill late usage, number the invoice and apply the customer's balance."""
+    refresh_usage_lines(state, invoice)
     customer = state.customers[invoice.customer]
     invoice.number = f"{customer.invoice_prefix}-{customer.next_invoice_sequence:04d}"
     customer.next_invoice_sequence += 1

@@ -10,13 +10,18 @@ last retry `canceled` (default), `unpaid` or still `past_due` (`dunning_final_ac
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from nobill.sandbox import errors, events, ids, invoicing, objects
 from nobill.sandbox.billing_periods import DAY, add_intervals, line_amount, next_boundary
+from nobill.sandbox.params import Enum, Hash
 from nobill.sandbox.records import (
     CustomerRecord,
+    dump_record,
+    load_record,
     InvoiceRecord,
     PriceRecord,
     SubscriptionItemRecord,
@@ -27,6 +32,25 @@ from nobill.sandbox.state import SandboxState
 BILLING_STATUSES = ("active", "past_due", "unpaid")
 INCOMPLETE_WINDOW = 23 * 3_600
 TRIAL_WILL_END_NOTICE = 3 * DAY
+
+
+# Since API version 2025-09-30.clover new subscriptions default to `flexible`
+# (https://docs.stripe.com/billing/subscriptions/billing-mode); `classic` on request.
+BILLING_MODE = Hash(
+    {"type": Enum("classic", "flexible"), "flexible": Hash({"proration_discounts": Enum("included", "itemized")})},
+    required=("type",),
+)
+
+
+def billing_mode_of(params: dict[str, Any] | None, param: str = "billing_mode") -> tuple[str, str]:
+    """(type, proration_discounts) from a parsed `billing_mode` hash; flexible by default."""
+    mode = params or {}
+    kind = mode.get("type", "flexible")
+    if "flexible" in mode and kind != "flexible":
+        raise errors.invalid_request(
+            "`billing_mode[flexible]` can only be set when `billing_mode[type]` is `flexible`.", param=f"{param}[flexible]"
+        )
+    return kind, (mode.get("flexible") or {}).get("proration_discounts", "included")
 
 
 # -- items ----------------------------------------------------------------------------
@@ -105,6 +129,25 @@ def _no_payment_method() -> errors.StripeError:
     )
 
 
+def _mark_billed(item: SubscriptionItemRecord) -> None:
+    """The item's current price and quantity are what has been debited for this period."""
+    item.billed_price = item.price
+    item.billed_quantity = item.quantity or 0
+
+
+def credit_basis(state: SandboxState, subscription: SubscriptionRecord, item: SubscriptionItemRecord) -> tuple[PriceRecord, int]:
+    """What a proration credits for the unused time of `item`.
+
+    Classic billing mode credits the item's current price × quantity, even when that was
+    never billed (e.g. after a change made with `proration_behavior=none`). Flexible mode
+    credits what was actually debited for the period
+    (https://docs.stripe.com/billing/subscriptions/billing-mode).
+    """
+    if subscription.billing_mode == "flexible" and item.billed_price is not None:
+        return state.prices[item.billed_price], item.billed_quantity
+    return state.prices[item.price], item.quantity or 0
+
+
 # -- start ----------------------------------------------------------------------------
 
 
@@ -121,7 +164,18 @@ def start_subscription(
     description: str | None = None,
     payment_behavior: str = "allow_incomplete",
     cancel_at_period_end: bool = False,
+    billing_mode: tuple[str, str] = ("flexible", "included"),
+    billing_cycle_anchor: int | None = None,
+    proration_behavior: str = "create_prorations",
 ) -> SubscriptionRecord:
+    """Create a subscription and its first invoice, and charge it per `payment_behavior`:
+    `allow_incomplete`/`error_if_incomplete` charge at once; `default_incomplete`
+    leaves the finalized invoice open for the customer to pay (status `incomplete`).
+
+    A `billing_cycle_anchor` in the first interval makes the first period end there;
+    with `create_prorations` the first invoice bills that partial period, with `none`
+    it is free.
+    """
     currency, interval, interval_count = check_items(state, specs)
     if customer.currency is not None and customer.currency != currency:
         raise errors.invalid_request(
@@ -130,20 +184,33 @@ def start_subscription(
             param="currency",
         )
     card = state.payment_methods.get(default_payment_method or "") or state.default_payment_method(None, customer)
-    if trial_end is None and licensed_total(state, specs) > 0:
+    free_until_anchor = billing_cycle_anchor is not None and proration_behavior == "none"
+    if trial_end is None and not free_until_anchor and licensed_total(state, specs) > 0 and payment_behavior != "default_incomplete":
         if card is None:
             raise _no_payment_method()
         if card.declines and payment_behavior == "error_if_incomplete":
             raise errors.card_declined()
-    period_end = trial_end if trial_end is not None else add_intervals(now, interval, interval_count, 1)
+    # Flexible billing mode makes no invoice that would be empty, e.g. for a subscription of
+    # metered items only (https://docs.stripe.com/billing/subscriptions/billing-mode/compare).
+    invoiced = (
+        billing_mode[0] == "classic"
+        or any(spec.price.usage_type != "metered" for spec in specs)
+        or bool(invoicing.pending_customer_items(state, customer.id, currency))
+    )
+    if trial_end is not None:
+        period_end = trial_end
+    elif billing_cycle_anchor is not None:
+        period_end = billing_cycle_anchor
+    else:
+        period_end = add_intervals(now, interval, interval_count, 1)
     subscription = SubscriptionRecord(
         id=ids.new_id("sub"),
         created=now,
         customer=customer.id,
         currency=currency,
-        status="trialing" if trial_end is not None else "incomplete",
+        status="trialing" if trial_end is not None else ("incomplete" if invoiced else "active"),
         start_date=now,
-        billing_cycle_anchor=period_end if trial_end is not None else now,
+        billing_cycle_anchor=period_end if trial_end is not None or billing_cycle_anchor is not None else now,
         interval=interval,
         interval_count=interval_count,
         current_period_start=now,
@@ -155,22 +222,35 @@ def start_subscription(
         metadata=dict(metadata or {}),
         description=description,
         test_clock=customer.test_clock,
+        billing_mode=billing_mode[0],
+        proration_discounts=billing_mode[1],
     )
     if cancel_at_period_end:
         subscription.cancel_at_period_end = True
         subscription.cancel_at = period_end
         subscription.canceled_at = now
+        subscription.cancellation_details["reason"] = "cancellation_requested"
     state.subscriptions[subscription.id] = subscription
     items = [_new_item(state, subscription, spec, now) for spec in specs]
     customer.currency = currency
     state.dirty = True
     events.emit(state, "customer.subscription.created", objects.subscription(state, subscription), created=now)
+    if not invoiced:
+        return subscription
 
+    partial = None
+    if billing_cycle_anchor is not None and trial_end is None:
+        # The first, shorter period is prorated against a whole interval ending at the anchor.
+        whole_start = add_intervals(billing_cycle_anchor, interval, interval_count, -1)
+        partial = Fraction(0) if proration_behavior == "none" else Fraction(billing_cycle_anchor - now, billing_cycle_anchor - whole_start)
     lines = [
-        invoicing.licensed_line(state, subscription, item, now, period_end, trial=trial_end is not None)
+        invoicing.licensed_line(state, subscription, item, now, period_end, trial=trial_end is not None, fraction=partial)
         for item in items
         if item.quantity is not None
     ]
+    if trial_end is None:
+        for item in items:
+            _mark_billed(item)
     invoice = invoicing.create_invoice(
         state,
         customer=customer,
@@ -183,7 +263,12 @@ def start_subscription(
     )
     invoicing.finalize(state, invoice, now)
     before = objects.subscription(state, subscription)
-    outcome = invoicing.attempt_payment(state, invoice, now, schedule_retry=False)
+    if payment_behavior == "default_incomplete" and invoice.amount_due > 0:
+        # The customer confirms the payment later (e.g. `invoices.pay`); until then the
+        # subscription is `incomplete`, and it expires after 23 hours like any other.
+        outcome = invoicing.PaymentOutcome(paid=False)
+    else:
+        outcome = invoicing.attempt_payment(state, invoice, now, schedule_retry=False)
     if outcome.paid:
         if subscription.status == "incomplete":
             subscription.status = "active"
@@ -277,6 +362,10 @@ def renew(state: SandboxState, subscription: SubscriptionRecord, now: int) -> No
     new_end = next_boundary(subscription.billing_cycle_anchor, subscription.interval, subscription.interval_count, old_end)
     usage = _usage_lines(state, subscription, old_start, old_end)
     advance = _start_period(state, subscription, old_end, new_end)
+    if subscription.cancel_at is not None and old_end < subscription.cancel_at < new_end:
+        # "If set during a future period, this will always cause a proration for that
+        # period" (the `cancel_at` parameter): the renewal credits the time after it.
+        _credit_after(state, subscription, subscription.cancel_at)
     invoicing.create_invoice(
         state,
         customer=customer,
@@ -307,7 +396,8 @@ def cancel(
     if prorate and subscription.status in BILLING_STATUSES:
         for item in state.items_of(subscription):
             if item.quantity is not None:
-                invoicing.proration_item(state, subscription, item, state.prices[item.price], item.quantity, now, credit=True)
+                credited_price, credited_quantity = credit_basis(state, subscription, item)
+                invoicing.proration_item(state, subscription, item, credited_price, credited_quantity, now, credit=True)
     if invoice_now:
         lines = _usage_lines(state, subscription, subscription.current_period_start, now, inclusive=True)
         if lines or invoicing.pending_items(state, subscription):
@@ -341,6 +431,70 @@ def cancel(
     events.emit(state, "customer.subscription.deleted", objects.subscription(state, subscription), created=now)
 
 
+def _cancel_inside_period(subscription: SubscriptionRecord, cancel_at: int | None) -> int | None:
+    if cancel_at is not None and subscription.current_period_start <= cancel_at < subscription.current_period_end:
+        return cancel_at
+    return None
+
+
+def _credit_after(state: SandboxState, subscription: SubscriptionRecord, at: int, *, credit: bool = True) -> None:
+    """Prorations for the licensed items' time in the current period after `at`."""
+    for item in state.items_of(subscription):
+        if item.quantity is None:
+            continue
+        price, quantity = credit_basis(state, subscription, item) if credit else (state.prices[item.price], item.quantity)
+        invoicing.proration_item(state, subscription, item, price, quantity, at, credit=credit)
+
+
+def prorate_cancel_at_change(
+    state: SandboxState, subscription: SubscriptionRecord, old_cancel_at: int | None, *, now: int, proration_behavior: str
+) -> int | None:
+    """`cancel_at` moved inside the current period: credit the unused time after it (and
+    take back an earlier credit when it moves or is withdrawn), per `proration_behavior`.
+
+    Stripe's `cancel_at` parameter: "If set to a date before the current period ends,
+    this will cause a proration if prorations have been enabled using
+    `proration_behavior`." Returns the proration time when they must be invoiced now
+    (`always_invoice`), else None.
+    """
+    if subscription.status not in BILLING_STATUSES or proration_behavior == "none":
+        return None
+    old = _cancel_inside_period(subscription, old_cancel_at)
+    new = _cancel_inside_period(subscription, subscription.cancel_at)
+    if old == new:
+        return None
+    if old is not None:
+        _credit_after(state, subscription, old, credit=False)
+    if new is not None:
+        _credit_after(state, subscription, new)
+    return now if proration_behavior == "always_invoice" else None
+
+
+def resume(state: SandboxState, subscription: SubscriptionRecord, now: int) -> None:
+    """`POST /v1/subscriptions/{id}/resume` with `billing_cycle_anchor=now`: a new period
+    starts now and its invoice is charged at once; the subscription is `active` when it
+    is paid and `past_due` (with retries) when it is not, as Stripe documents for resume."""
+    customer = state.customers[subscription.customer]
+    before = objects.subscription(state, subscription)
+    subscription.status = "active"
+    subscription.billing_cycle_anchor = now
+    lines = _start_period(state, subscription, now, add_intervals(now, subscription.interval, subscription.interval_count, 1))
+    invoice = invoicing.create_invoice(
+        state,
+        customer=customer,
+        subscription=subscription,
+        billing_reason="subscription_update",
+        period_start=now,
+        period_end=now,
+        lines=lines,
+        now=now,
+    )
+    events.emit(state, "customer.subscription.resumed", objects.subscription(state, subscription), created=now)
+    events.emit_updated(state, "customer.subscription.updated", before, objects.subscription(state, subscription), created=now)
+    invoicing.finalize(state, invoice, now)
+    charge(state, invoice, now)
+
+
 def expire_incomplete(state: SandboxState, subscription: SubscriptionRecord, now: int) -> None:
     before = objects.subscription(state, subscription)
     subscription.status = "incomplete_expired"
@@ -364,10 +518,19 @@ def finalize_and_charge(state: SandboxState, invoice: InvoiceRecord, now: int) -
 def charge(state: SandboxState, invoice: InvoiceRecord, now: int) -> invoicing.PaymentOutcome:
     """One payment attempt (automatic, a scheduled retry, or `POST /v1/invoices/{id}/pay`)."""
     subscription = state.subscriptions.get(invoice.subscription or "")
-    retries_apply = subscription is not None and subscription.status not in ("canceled", "incomplete", "incomplete_expired")
+    pending = subscription.pending_update if subscription is not None else None
+    holding = pending is not None and pending.get("invoice") == invoice.id
+    retries_apply = (
+        subscription is not None and subscription.status not in ("canceled", "incomplete", "incomplete_expired") and not holding
+    )
     before = objects.subscription(state, subscription) if subscription else None
     outcome = invoicing.attempt_payment(state, invoice, now, schedule_retry=retries_apply)
     if subscription is None or before is None:
+        return outcome
+    if holding:
+        # A pending update's invoice is not retried: it is paid (the update applies) or expires.
+        if outcome.paid:
+            apply_pending_update(state, subscription, now)
         return outcome
     if outcome.paid:
         _reactivate_if_settled(state, subscription, invoice)
@@ -400,6 +563,9 @@ def record_out_of_band_payment(state: SandboxState, invoice: InvoiceRecord, now:
     """`POST /v1/invoices/{id}/pay` with `paid_out_of_band=true`."""
     invoicing.mark_paid(state, invoice, now)
     subscription = state.subscriptions.get(invoice.subscription or "")
+    if subscription is not None and (subscription.pending_update or {}).get("invoice") == invoice.id:
+        apply_pending_update(state, subscription, now)
+        return
     if subscription is not None and subscription.status not in ("canceled", "incomplete_expired"):
         before = objects.subscription(state, subscription)
         _reactivate_if_settled(state, subscription, invoice)
@@ -430,13 +596,17 @@ def change_items(
     proration_behavior: str = "create_prorations",
     proration_date: int | None = None,
     payment_behavior: str = "allow_incomplete",
-) -> int | None:
+) -> ChangeOutcome:
     """Apply item changes with Stripe's prorations: `create_prorations` leaves pending
     invoice items for the next invoice, `always_invoice` bills them at once, `none` skips.
 
+    A change of billing interval (monthly ↔ yearly) resets the billing cycle to now, as
+    Stripe does (https://docs.stripe.com/billing/subscriptions/billing-cycle#changing):
+    the unused time of the old items is credited (unless `none`) and the caller bills
+    the new period at once (`reset_billing_cycle`).
+
     Emits nothing: the caller sends one `customer.subscription.updated` for the whole
-    request, then calls `invoice_prorations_now` with the returned proration time when it
-    is not None (`always_invoice`).
+    request and bills what the outcome says.
     """
     from nobill.sandbox.params import merge_metadata
 
@@ -473,54 +643,221 @@ def change_items(
             param="items",
         )
     currency, interval, interval_count = check_items(state, specs)
-    if (currency, interval, interval_count) != (subscription.currency, subscription.interval, subscription.interval_count):
+    if currency != subscription.currency:
         raise errors.invalid_request(
-            "The sandbox does not simulate changing a subscription's currency or billing interval; "
-            "create a new subscription instead.",
-            param="items",
+            "The currency of a subscription cannot change; create a new subscription instead.", param="items"
         )
+    switching = (interval, interval_count) != (subscription.interval, subscription.interval_count)
 
     at = now if proration_date is None else proration_date
     prorate = subscription.status in BILLING_STATUSES and proration_behavior != "none"
     if prorate and not subscription.current_period_start <= at < subscription.current_period_end:
         raise errors.invalid_request("proration_date must be within the current billing period.", param="proration_date")
-    if prorate and proration_behavior == "always_invoice" and payment_behavior == "error_if_incomplete":
+    billed_now = prorate and (proration_behavior == "always_invoice" or switching)
+    if billed_now and payment_behavior == "error_if_incomplete":
         card = state.default_payment_method(subscription, state.customers[subscription.customer])
         if card is None or card.declines:
             raise errors.card_declined()
 
     proration_requests: list[tuple[SubscriptionItemRecord, PriceRecord, int, bool]] = []
+    changed: list[SubscriptionItemRecord] = []
     for change in changes:
         if change.item is None:
             continue
         item = change.item
         old_price, old_quantity = state.prices[item.price], item.quantity
+        credited_price, credited_quantity = credit_basis(state, subscription, item)
         if change.delete:
             if old_quantity is not None:
-                proration_requests.append((item, old_price, old_quantity, True))
+                proration_requests.append((item, credited_price, credited_quantity, True))
             item.deleted = True
             subscription.items.remove(item.id)
             continue
         spec = resulting[item.id]
         if spec.price.id != old_price.id or spec.quantity != old_quantity:
             if old_quantity is not None:
-                proration_requests.append((item, old_price, old_quantity, True))
+                proration_requests.append((item, credited_price, credited_quantity, True))
             if spec.quantity is not None:
                 proration_requests.append((item, spec.price, spec.quantity, False))
+            changed.append(item)
         item.price, item.quantity = spec.price.id, spec.quantity
         if change.metadata is not None:
             item.metadata = merge_metadata(item.metadata, change.metadata)
     for spec in added:
         item = _new_item(state, subscription, spec, now)
+        # Nothing is debited for a new item until a proration charges it.
+        item.billed_price, item.billed_quantity = item.price, 0
+        changed.append(item)
         if item.quantity is not None:
             proration_requests.append((item, spec.price, item.quantity, False))
     state.dirty = True
 
+    if switching:
+        subscription.interval, subscription.interval_count = interval, interval_count
+        if subscription.status not in BILLING_STATUSES:
+            return ChangeOutcome()
+        if proration_behavior != "none":
+            for item, price, quantity, credit in proration_requests:
+                if credit:
+                    invoicing.proration_item(state, subscription, item, price, quantity, at, credit=True)
+        return ChangeOutcome(reset_cycle=True)
     if not prorate:
-        return None
+        return ChangeOutcome()
     for item, price, quantity, credit in proration_requests:
         invoicing.proration_item(state, subscription, item, price, quantity, at, credit=credit)
-    return at if proration_behavior == "always_invoice" else None
+    for item in changed:
+        _mark_billed(item)
+    return ChangeOutcome(invoice_at=at if proration_behavior == "always_invoice" else None)
+
+
+@dataclass
+class ChangeOutcome:
+    """What an item change leaves to bill: prorations to invoice now (`invoice_at`), or a
+    new billing cycle starting now (`reset_cycle`, after an interval change)."""
+
+    invoice_at: int | None = None
+    reset_cycle: bool = False
+
+
+def reset_billing_cycle(
+    state: SandboxState, subscription: SubscriptionRecord, now: int, *, credit_unused: bool, proration_behavior: str
+) -> InvoiceRecord:
+    """Start a new billing period now (`billing_cycle_anchor=now`, or an interval change)
+    and return its draft invoice: usage so far, the new period in advance, prorations.
+
+    `credit_unused` credits the unused time of the current items first (unless
+    `proration_behavior=none`); an interval change has credited the old items already.
+    """
+    if credit_unused and proration_behavior != "none":
+        _credit_after(state, subscription, now)
+    usage = _usage_lines(state, subscription, subscription.current_period_start, now)
+    subscription.billing_cycle_anchor = now
+    lines = _start_period(state, subscription, now, add_intervals(now, subscription.interval, subscription.interval_count, 1))
+    return invoicing.create_invoice(
+        state,
+        customer=state.customers[subscription.customer],
+        subscription=subscription,
+        billing_reason="subscription_update",
+        period_start=now,
+        period_end=now,
+        lines=usage + lines,
+        now=now,
+    )
+
+
+def bill_update_invoice(state: SandboxState, subscription: SubscriptionRecord, invoice: InvoiceRecord, now: int, payment_behavior: str) -> None:
+    """Finalize an invoice made by a subscription change and collect it per
+    `payment_behavior`: charge it, or (`default_incomplete`) leave it open for the
+    customer to pay, the subscription `past_due` meanwhile, as Stripe documents."""
+    invoicing.finalize(state, invoice, now)
+    if payment_behavior == "default_incomplete" and invoice.amount_due > 0:
+        before = objects.subscription(state, subscription)
+        if subscription.status == "active":
+            subscription.status = "past_due"
+            state.dirty = True
+            events.emit_updated(state, "customer.subscription.updated", before, objects.subscription(state, subscription), created=now)
+        return
+    charge(state, invoice, now)
+
+
+def proration_invoice(state: SandboxState, subscription: SubscriptionRecord, at: int, now: int) -> InvoiceRecord | None:
+    """A draft invoice of the subscription's pending prorations (`always_invoice`)."""
+    if not invoicing.pending_items(state, subscription):
+        return None
+    return invoicing.create_invoice(
+        state,
+        customer=state.customers[subscription.customer],
+        subscription=subscription,
+        billing_reason="subscription_update",
+        period_start=at,
+        period_end=at,
+        lines=[],
+        now=now,
+    )
+
+
+# -- pending updates (`payment_behavior=pending_if_incomplete`) -------------------------
+
+PENDING_UPDATE_WINDOW = 23 * 3_600
+# What a pending update changes on the subscription itself.
+PENDING_UPDATE_FIELDS = ("items", "interval", "interval_count", "current_period_start", "current_period_end", "billing_cycle_anchor")
+
+
+@dataclass
+class Snapshot:
+    """A subscription and its items as they were before a change, to put back."""
+
+    subscription: SubscriptionRecord
+    items: dict[str, SubscriptionItemRecord]
+
+
+def snapshot(state: SandboxState, subscription: SubscriptionRecord) -> Snapshot:
+    return Snapshot(copy.deepcopy(subscription), {i.id: copy.deepcopy(i) for i in state.items_of(subscription)})
+
+
+def pay_or_hold(state: SandboxState, subscription: SubscriptionRecord, invoice: InvoiceRecord, now: int, before: Snapshot) -> bool:
+    """`pending_if_incomplete`: charge the change's invoice; when the charge fails, put
+    the subscription back as it was and keep the change as `pending_update` until the
+    invoice is paid (or the update expires after 23 hours), as Stripe does
+    (https://docs.stripe.com/billing/subscriptions/pending-updates). Returns whether
+    the change was applied."""
+    invoicing.finalize(state, invoice, now)
+    outcome = invoicing.attempt_payment(state, invoice, now, schedule_retry=False)
+    if outcome.paid:
+        return True
+    after_items = [dump_record(item) for item in state.items_of(subscription)]
+    after = dump_record(subscription)
+    for item_id in subscription.items:
+        if item_id not in before.items:
+            state.subscription_items.pop(item_id, None)
+    state.subscription_items.update(before.items)
+    restored = before.subscription
+    restored.latest_invoice = invoice.id
+    restored.pending_update = {
+        "expires_at": now + PENDING_UPDATE_WINDOW,
+        "invoice": invoice.id,
+        "subscription": after,
+        "items": after_items,
+    }
+    state.subscriptions[subscription.id] = restored
+    state.dirty = True
+    return False
+
+
+def apply_pending_update(state: SandboxState, subscription: SubscriptionRecord, now: int) -> None:
+    """The invoice of a pending update was paid: the change takes effect."""
+    pending = subscription.pending_update or {}
+    before = objects.subscription(state, subscription)
+    # Only what a pending update may change is taken over; anything changed since (such
+    # as metadata) stays.
+    changed = load_record(SubscriptionRecord, pending["subscription"])
+    for name in PENDING_UPDATE_FIELDS:
+        setattr(subscription, name, getattr(changed, name))
+    subscription.pending_update = None
+    for raw in pending["items"]:
+        item = load_record(SubscriptionItemRecord, raw)
+        state.subscription_items[item.id] = item
+    for item_id in [i["id"] for i in before["items"]["data"]]:
+        if item_id not in subscription.items:
+            state.subscription_items[item_id].deleted = True
+    state.dirty = True
+    after = objects.subscription(state, subscription)
+    events.emit(state, "customer.subscription.pending_update_applied", after, created=now)
+    events.emit_updated(state, "customer.subscription.updated", before, after, created=now)
+
+
+def expire_pending_update(state: SandboxState, subscription: SubscriptionRecord, now: int) -> None:
+    """A pending update whose invoice was not paid in time is dropped; its invoice voided."""
+    pending = subscription.pending_update or {}
+    before = objects.subscription(state, subscription)
+    subscription.pending_update = None
+    invoice = state.invoices.get(pending.get("invoice") or "")
+    if invoice is not None and invoice.status == "open":
+        invoicing.void(state, invoice, now)
+    state.dirty = True
+    after = objects.subscription(state, subscription)
+    events.emit(state, "customer.subscription.pending_update_expired", after, created=now)
+    events.emit_updated(state, "customer.subscription.updated", before, after, created=now)
 
 
 def invoice_prorations_now(state: SandboxState, subscription: SubscriptionRecord, at: int, now: int) -> None:
@@ -545,6 +882,8 @@ def _start_period(state: SandboxState, subscription: SubscriptionRecord, start: 
     """Move the subscription into [start, end) and return the licensed lines billed in advance for it."""
     subscription.current_period_start = start
     subscription.current_period_end = end
+    for item in state.items_of(subscription):
+        _mark_billed(item)
     return [
         invoicing.licensed_line(state, subscription, item, start, end)
         for item in state.items_of(subscription)

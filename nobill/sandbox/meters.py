@@ -38,7 +38,7 @@ def aggregate(state: SandboxState, meter: MeterRecord, customer_id: str, start: 
     selected = [
         event
         for event in state.meter_events.get(meter.event_name, {}).get(customer_id, [])
-        if start <= event.timestamp < end
+        if start <= event.timestamp < end and not event.canceled
     ]
     if window:
         # Pre-aggregated meters: the last event received in each window replaces earlier ones.
@@ -226,6 +226,64 @@ def create_meter_event(call: Call) -> dict[str, Any]:
     state.meter_events.setdefault(event_name, {}).setdefault(customer.id, []).append(record)
     state.dirty = True
     return objects.meter_event(record)
+
+
+# -- meter event adjustments ---------------------------------------------------------
+
+CANCEL_WINDOW = 86_400
+
+ADJUSTMENT_CREATE = endpoint(
+    {"cancel": Hash({"identifier": Str(max_length=100)}), "event_name": Str(max_length=100), "type": Enum("cancel")},
+    required=("event_name", "type"),
+)
+
+
+@route("POST", "/v1/billing/meter_event_adjustments", ADJUSTMENT_CREATE)
+def create_meter_event_adjustment(call: Call) -> dict[str, Any]:
+    """Cancel one meter event by its identifier, so wrongly reported usage is not billed.
+
+    Stripe accepts cancellations within 24 hours of receiving the event
+    (https://docs.stripe.com/billing/subscriptions/usage-based/recording-usage-api#cancel-events);
+    the sandbox measures that on the customer's clock. The adjustment answers `pending`
+    as Stripe's does; the sandbox applies it at once.
+    """
+    state, params = call.state, call.params
+    event_name = params["event_name"]
+    identifier = (params.get("cancel") or {}).get("identifier")
+    if identifier is None:
+        raise errors.missing_parameter("cancel[identifier]")
+    found = next(
+        (
+            event
+            for events_of_customer in state.meter_events.get(event_name, {}).values()
+            for event in events_of_customer
+            if event.identifier == identifier
+        ),
+        None,
+    )
+    if found is None:
+        raise errors.invalid_request(
+            f"No meter event with identifier {identifier} and event_name {event_name} exists.",
+            param="cancel[identifier]",
+            code="resource_missing",
+        )
+    if found.canceled:
+        raise errors.invalid_request(f"The meter event with identifier {identifier} is already canceled.", param="cancel[identifier]")
+    if state.now_for_customer(found.customer) - found.created > CANCEL_WINDOW:
+        raise errors.invalid_request(
+            f"The meter event with identifier {identifier} was received more than 24 hours ago and can no longer be canceled.",
+            param="cancel[identifier]",
+        )
+    found.canceled = True
+    state.dirty = True
+    return {
+        "object": "billing.meter_event_adjustment",
+        "cancel": {"identifier": identifier},
+        "event_name": event_name,
+        "livemode": False,
+        "status": "pending",
+        "type": "cancel",
+    }
 
 
 # -- meter event summaries -------------------------------------------------------------

@@ -8,6 +8,8 @@ each rendered object with Stripe's fixtures recursively.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -16,16 +18,19 @@ from nobill.sandbox.billing_periods import line_amount
 from nobill.sandbox.records import (
     CheckoutSessionRecord,
     CustomerRecord,
+    InvoiceItemRecord,
     InvoiceLineRecord,
     InvoiceRecord,
     MeterEventRecord,
     MeterRecord,
+    PaymentMethodRecord,
     PriceRecord,
     ProductRecord,
     SubscriptionItemRecord,
     SubscriptionRecord,
     TestClockRecord,
     WebhookEndpointRecord,
+    load_record,
 )
 from nobill.sandbox.state import SandboxState
 
@@ -98,6 +103,45 @@ def record_is_delinquent(state: SandboxState, record: CustomerRecord) -> bool:
         invoice.customer == record.id and invoice.status == "open" and invoice.attempt_count > 0
         for invoice in state.invoices.values()
     )
+
+
+def payment_method(state: SandboxState, record: PaymentMethodRecord) -> dict[str, Any]:
+    customer_record = state.customers.get(record.customer or "")
+    expires = datetime.fromtimestamp(record.created, tz=timezone.utc).year + 5
+    return {
+        "id": record.id,
+        "object": "payment_method",
+        "allow_redisplay": "unspecified",
+        "billing_details": {
+            "address": address({}),
+            "email": customer_record.email if customer_record else None,
+            "name": customer_record.name if customer_record else None,
+            "phone": None,
+            "tax_id": None,
+        },
+        "card": {
+            "brand": record.brand,
+            "checks": {"address_line1_check": None, "address_postal_code_check": None, "cvc_check": "pass"},
+            "country": "US",
+            "display_brand": record.brand,
+            "exp_month": 12,
+            "exp_year": expires,
+            "fingerprint": hashlib.sha256(f"{record.brand}{record.last4}".encode()).hexdigest()[:16],
+            "funding": "credit",
+            "generated_from": None,
+            "last4": record.last4,
+            "networks": {"available": [record.brand], "preferred": None},
+            "regulated_status": "unregulated",
+            "three_d_secure_usage": {"supported": True},
+            "wallet": None,
+        },
+        "created": record.created,
+        "customer": record.customer,
+        "customer_account": None,
+        "livemode": False,
+        "metadata": dict(record.metadata),
+        "type": "card",
+    }
 
 
 # -- catalog --------------------------------------------------------------------------
@@ -258,6 +302,20 @@ def subscription_item(state: SandboxState, record: SubscriptionItemRecord) -> di
     }
 
 
+def _pending_update(state: SandboxState, record: SubscriptionRecord) -> dict[str, Any] | None:
+    pending = record.pending_update
+    if pending is None:
+        return None
+    after = pending["subscription"]
+    return {
+        "billing_cycle_anchor": after["billing_cycle_anchor"] if after["billing_cycle_anchor"] != record.billing_cycle_anchor else None,
+        "expires_at": pending["expires_at"],
+        "subscription_items": [subscription_item(state, load_record(SubscriptionItemRecord, raw)) for raw in pending["items"]],
+        "trial_end": None,
+        "trial_from_plan": None,
+    }
+
+
 def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, Any]:
     items = [subscription_item(state, item) for item in state.items_of(record)]
     return {
@@ -268,7 +326,11 @@ def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, A
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": record.billing_cycle_anchor,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "billing_mode": {
+            "flexible": {"proration_discounts": record.proration_discounts} if record.billing_mode == "flexible" else None,
+            "type": record.billing_mode,
+            "updated_at": None,
+        },
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": record.cancel_at,
@@ -309,7 +371,7 @@ def subscription(state: SandboxState, record: SubscriptionRecord) -> dict[str, A
         },
         "pending_invoice_item_interval": None,
         "pending_setup_intent": None,
-        "pending_update": None,
+        "pending_update": _pending_update(state, record),
         "schedule": None,
         "start_date": record.start_date,
         "status": record.status,
@@ -478,6 +540,43 @@ def invoice(state: SandboxState, record: InvoiceRecord) -> dict[str, Any]:
     }
 
 
+def invoice_item(state: SandboxState, record: InvoiceItemRecord) -> dict[str, Any]:
+    price_record = state.prices.get(record.price) if record.price else None
+    return {
+        "id": record.id,
+        "object": "invoiceitem",
+        "amount": record.amount,
+        "currency": record.currency,
+        "customer": record.customer,
+        "customer_account": None,
+        "date": record.created,
+        "description": record.description,
+        "discountable": record.discountable and not record.proration,
+        "discounts": [],
+        "invoice": record.invoice,
+        "livemode": False,
+        "metadata": dict(record.metadata),
+        "net_amount": record.amount,
+        "parent": None
+        if record.subscription is None
+        else {
+            "subscription_details": {"subscription": record.subscription, "subscription_item": record.subscription_item},
+            "type": "subscription_details",
+        },
+        "period": {"end": record.period_end, "start": record.period_start},
+        "pricing": {
+            "price_details": {"price": price_record.id, "product": price_record.product} if price_record else None,
+            "type": "price_details",
+            "unit_amount_decimal": format_decimal(record.unit_amount_decimal) if record.unit_amount_decimal is not None else None,
+        },
+        "proration": record.proration,
+        "quantity": record.quantity,
+        "quantity_decimal": str(record.quantity),
+        "tax_rates": [],
+        "test_clock": record.test_clock,
+    }
+
+
 # -- checkout -------------------------------------------------------------------------
 
 
@@ -580,7 +679,9 @@ def test_clock(state: SandboxState, record: TestClockRecord) -> dict[str, Any]:
         "livemode": False,
         "name": record.name,
         "status": record.status,
-        "status_details": {},
+        "status_details": {}
+        if record.status != "advancing"
+        else {"advancing": {"target_frozen_time": record.advance_target}},
     }
 
 
@@ -617,6 +718,8 @@ def render_by_id(state: SandboxState, object_id: str) -> dict[str, Any]:
         "sub": (state.subscriptions, subscription),
         "si": (state.subscription_items, subscription_item),
         "in": (state.invoices, invoice),
+        "ii": (state.invoice_items, invoice_item),
+        "pm": (state.payment_methods, payment_method),
         "cs": (state.checkout_sessions, checkout_session),
         "clock": (state.test_clocks, test_clock),
         "mtr": (state.meters, meter),
@@ -629,6 +732,6 @@ def render_by_id(state: SandboxState, object_id: str) -> dict[str, Any]:
     if record is None:
         raise errors.no_such(prefix, object_id)
     if getattr(record, "deleted", False):
-        names = {"cus": "customer", "prod": "product", "si": "subscription_item"}
+        names = {"cus": "customer", "prod": "product", "si": "subscription_item", "ii": "invoiceitem"}
         return deleted(object_id, names.get(prefix, prefix))
     return builder(state, record)

@@ -45,10 +45,11 @@ class PaymentMethodRecord:
 
     id: str
     created: int
-    customer: str
+    customer: str | None  # None once detached (a detached card cannot be attached again)
     brand: str = "visa"
     last4: str = "4242"
     declines: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +117,8 @@ class MeterEventRecord:
     timestamp: int
     created: int
     payload: dict[str, str] = field(default_factory=dict)
+    # Canceled by a meter event adjustment: no longer counted.
+    canceled: bool = False
 
 
 @dataclass
@@ -189,6 +192,12 @@ class SubscriptionRecord:
     # when an `incomplete` subscription expires (Stripe allows 23 hours to pay).
     trial_will_end_sent: bool = False
     incomplete_expires_at: int | None = None
+    # `billing_mode[type]`: flexible (Stripe's default since 2025-09-30) or classic.
+    billing_mode: str = "flexible"
+    proration_discounts: str = "included"
+    # `payment_behavior=pending_if_incomplete` whose payment failed: {"expires_at",
+    # "invoice", "subscription": the record as it would be, "items": [item records]}.
+    pending_update: dict[str, Any] | None = None
 
 
 @dataclass
@@ -200,11 +209,16 @@ class SubscriptionItemRecord:
     quantity: int | None
     metadata: dict[str, str] = field(default_factory=dict)
     deleted: bool = False
+    # What was actually debited for the current period (price, quantity; 0 = nothing):
+    # flexible billing mode credits this, not the current price and quantity.
+    billed_price: str | None = None
+    billed_quantity: int = 0
 
 
 @dataclass
 class InvoiceItemRecord:
-    """A pending charge or credit (today: prorations) waiting for the next invoice."""
+    """A pending charge or credit (a proration, or one made with `/v1/invoiceitems`)
+    waiting for the next invoice."""
 
     id: str
     created: int
@@ -222,6 +236,8 @@ class InvoiceItemRecord:
     invoice: str | None = None
     test_clock: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    discountable: bool = True
+    unit_amount_decimal: str | None = None
 
 
 @dataclass
@@ -239,6 +255,10 @@ class InvoiceLineRecord:
     subscription: str | None = None
     subscription_item: str | None = None
     invoice_item: str | None = None
+    # Usage in arrears, recomputed from the meter when the invoice is finalized;
+    # `inclusive` also counts events stamped exactly at period_end.
+    metered: bool = False
+    inclusive: bool = False
 
 
 @dataclass
@@ -294,7 +314,11 @@ class TestClockRecord:
     frozen_time: int
     deletes_after: int
     name: str | None = None
-    status: str = "ready"
+    status: str = "ready"  # ready | advancing
+    # While advancing: the frozen_time being advanced to, and the wall-clock time (Unix
+    # seconds, float) at which the sandbox performs the work in the background.
+    advance_target: int | None = None
+    advance_starts_at: float | None = None
 
 
 @dataclass
@@ -308,6 +332,35 @@ class WebhookEndpointRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     status: str = "enabled"
     api_version: str | None = None
+
+
+@dataclass
+class PortalConfigurationRecord:
+    """A customer portal configuration: what customers may do in the billing portal."""
+
+    id: str
+    created: int
+    updated: int
+    features: dict[str, Any]
+    business_profile: dict[str, Any] = field(
+        default_factory=lambda: {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None}
+    )
+    default_return_url: str | None = None
+    login_page_enabled: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    active: bool = True
+    is_default: bool = False
+
+
+@dataclass
+class PortalSessionRecord:
+    id: str
+    created: int
+    customer: str
+    configuration: str
+    return_url: str | None = None
+    locale: str | None = None
 
 
 # -- persistence ----------------------------------------------------------------------

@@ -19,15 +19,20 @@ from nobill.sandbox.state import RequestInfo, SandboxState
 
 # Modules whose import registers routes, in the order their routes are matched.
 ROUTE_MODULES = (
+    "nobill.sandbox.search",
+    "nobill.sandbox.payment_methods",
     "nobill.sandbox.customers",
     "nobill.sandbox.catalog",
     "nobill.sandbox.meters",
     "nobill.sandbox.checkout",
     "nobill.sandbox.subscriptions",
+    "nobill.sandbox.previews",
     "nobill.sandbox.invoices",
+    "nobill.sandbox.invoice_items",
     "nobill.sandbox.clocks",
     "nobill.sandbox.webhook_endpoints",
     "nobill.sandbox.events",
+    "nobill.sandbox.billing_portal",
 )
 
 
@@ -71,13 +76,35 @@ def load_routes() -> list[Route]:
 
 
 def find(method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route for a call; routes are matched in registration order, so fixed paths
+    such as `/v1/customers/search` are registered before `/v1/customers/{customer}`."""
     for candidate in ROUTES:
         if candidate.method != method:
             continue
         match = candidate.pattern.match(path)
         if match:
             return candidate, match.groupdict()
+    for endpoint_method, pattern, template in _stripe_endpoints():
+        if endpoint_method == method and pattern.match(path):
+            raise errors.invalid_request(
+                f"The NOBill Stripe sandbox does not simulate {method} {template} (it is a real Stripe endpoint; "
+                "extend nobill/sandbox if NOBill needs it)."
+            )
     raise errors.unrecognized_url(method, path)
+
+
+_COMPILED: list[tuple[str, re.Pattern[str], str]] = []
+
+
+def _stripe_endpoints() -> list[tuple[str, re.Pattern[str], str]]:
+    """Stripe's real endpoints as (method, pattern, template), compiled on first use."""
+    if not _COMPILED:
+        from nobill.sandbox.stripe_endpoints import STRIPE_V1_ENDPOINTS
+
+        for entry in STRIPE_V1_ENDPOINTS:
+            method, template = entry.split(" ", 1)
+            _COMPILED.append((method, re.compile("^" + re.sub(r"\{\w+\}", "[^/]+", template) + "$"), template))
+    return _COMPILED
 
 
 def execute(state: SandboxState, found: Route, path_args: dict[str, str], raw_params: dict[str, Any], request: RequestInfo) -> dict[str, Any]:

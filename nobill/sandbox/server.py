@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nobill.sandbox import persistence
+from nobill.sandbox.clocks import finish_due_advances
 from nobill.sandbox.due_work import settle
 from nobill.sandbox.faults import Faults
 from nobill.sandbox.gateway import ApiGateway
@@ -86,6 +87,11 @@ class Sandbox:
         ):
             self.save()
 
+    def finish_clock_advances(self) -> float | None:
+        """Test clock advances that are due now; returns seconds until the next one."""
+        with self.state.lock:
+            return finish_due_advances(self.state)
+
     def save(self) -> None:
         if self.state_file is None:
             return
@@ -112,8 +118,13 @@ class SandboxHandle:
         self._stopped = False
         self._serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-http", daemon=True)
         self._ticker = threading.Thread(target=self._tick_forever, name="sandbox-ticker", daemon=True)
+        # Test clocks advance in the background, as on Stripe; an advance call wakes it.
+        self._clock_wakeup = threading.Event()
+        sandbox.state.on_clock_advance = self._clock_wakeup.set
+        self._clocks = threading.Thread(target=self._advance_clocks_forever, name="sandbox-clocks", daemon=True)
         self._serving.start()
         self._ticker.start()
+        self._clocks.start()
 
     def _tick_forever(self) -> None:
         while not self._stop.wait(self.sandbox.state.settings.tick_interval):
@@ -122,17 +133,33 @@ class SandboxHandle:
             except Exception:
                 log.exception("sandbox ticker failed")
 
+    def _advance_clocks_forever(self) -> None:
+        wait: float | None = 0.0
+        while not self._stop.is_set():
+            # A clock loaded from a state file may be mid-advance: check now and then too.
+            self._clock_wakeup.wait(1.0 if wait is None else min(wait, 1.0))
+            self._clock_wakeup.clear()
+            if self._stop.is_set():
+                return
+            try:
+                wait = self.sandbox.finish_clock_advances()
+            except Exception:
+                log.exception("sandbox test clock advance failed")
+                wait = None
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, finish webhook work in flight, and save state if a file is set."""
         if self._stopped:
             return
         self._stopped = True
         self._stop.set()
+        self._clock_wakeup.set()
         self._server.shutdown()
         self._server.close_all_connections()
         self._server.server_close()
         self._serving.join(timeout)
         self._ticker.join(timeout)
+        self._clocks.join(timeout)
         self.sandbox.webhooks.stop(timeout)
         if self.sandbox.state_file is not None:
             self.sandbox.save()

@@ -32,6 +32,10 @@ class SandboxSettings:
     # How often objects that are not on a test clock are checked for due work (trial
     # ends, renewals, retries, expiring Checkout Sessions) in real time.
     tick_interval: float = 1.0
+    # Seconds a test clock stays `advancing` before the sandbox performs the advance in the
+    # background and makes it `ready`. Stripe advances asynchronously too; client code must
+    # poll the clock (or wait for `test_helpers.test_clock.ready`) before reading results.
+    test_clock_advance_delay: float = 0.2
     # Stripe keeps 30 days of events; the sandbox keeps the most recent N.
     max_events: int = 50_000
 
@@ -62,6 +66,10 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in DUNNING_FINAL_ACTIONS:
             raise fail()
         return value
+    if name == "test_clock_advance_delay":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise fail()
+        return float(value)
     if name in ("webhook_timeout", "tick_interval"):
         if not isinstance(value, (int, float)) or value <= 0:
             raise fail()

@@ -28,6 +28,8 @@ from nobill.sandbox.records import (
     SubscriptionItemRecord,
     SubscriptionRecord,
     TestClockRecord,
+    PortalConfigurationRecord,
+    PortalSessionRecord,
     WebhookEndpointRecord,
 )
 from nobill.sandbox.settings import SandboxSettings
@@ -47,6 +49,8 @@ COLLECTIONS: dict[str, type] = {
     "invoice_items": InvoiceItemRecord,
     "invoices": InvoiceRecord,
     "webhook_endpoints": WebhookEndpointRecord,
+    "portal_configurations": PortalConfigurationRecord,
+    "portal_sessions": PortalSessionRecord,
 }
 
 
@@ -68,6 +72,9 @@ class SandboxState:
         self.base_url = base_url
         # Set by the webhook dispatcher: called with each new event (under the lock).
         self.on_event: Callable[[dict[str, Any]], None] = lambda event: None
+        # Set by the running server: wakes the background worker that finishes test clock
+        # advances (called under the lock when a clock starts advancing).
+        self.on_clock_advance: Callable[[], None] = lambda: None
         # The API request being served while the lock is held; None for work done by the
         # clock (test clock advances, the real-time ticker).
         self.request: RequestInfo | None = None
@@ -88,6 +95,8 @@ class SandboxState:
             self.invoice_items: dict[str, InvoiceItemRecord] = {}
             self.invoices: dict[str, InvoiceRecord] = {}
             self.webhook_endpoints: dict[str, WebhookEndpointRecord] = {}
+            self.portal_configurations: dict[str, PortalConfigurationRecord] = {}
+            self.portal_sessions: dict[str, PortalSessionRecord] = {}
             # Meter events by event name, then customer, in arrival order; identifiers
             # seen, for dedupe.
             self.meter_events: dict[str, dict[str, list[MeterEventRecord]]] = {}
@@ -174,6 +183,15 @@ class SandboxState:
         if endpoint is None:
             raise errors.no_such("webhook_endpoint", endpoint_id, param=param, status=status)
         return endpoint
+
+    def check_clock_ready(self, test_clock: str | None) -> None:
+        """Objects on a test clock cannot change while the clock advances, as on Stripe."""
+        clock = self.test_clocks.get(test_clock) if test_clock else None
+        if clock is not None and clock.status == "advancing":
+            raise errors.invalid_request(
+                f"The test clock {clock.id} is advancing; wait until its status is `ready` "
+                "(poll the clock or wait for `test_helpers.test_clock.ready`) before changing objects on it."
+            )
 
     # -- relations ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from nobill.sandbox import errors, events, lifecycle, objects
-from nobill.sandbox.billing_periods import DAY
+from nobill.sandbox.billing_periods import DAY, add_intervals
 from nobill.sandbox.due_work import settle
 from nobill.sandbox.listing import newest_first, paginate
 from nobill.sandbox.params import (
@@ -27,13 +27,12 @@ from nobill.sandbox.params import (
     merge_metadata,
     or_none,
 )
-from nobill.sandbox.records import SubscriptionItemRecord, SubscriptionRecord
+from nobill.sandbox.records import SubscriptionItemRecord, SubscriptionRecord, load_record
 from nobill.sandbox.routing import Call, route
 from nobill.sandbox.state import SandboxState
 
 PRORATION_BEHAVIORS = ("always_invoice", "create_prorations", "none")
 PAYMENT_BEHAVIORS = ("allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete")
-SIMULATED_PAYMENT_BEHAVIORS = ("allow_incomplete", "error_if_incomplete")
 ENDED = ("canceled", "incomplete_expired")
 MAX_TRIAL = 730 * DAY
 
@@ -83,6 +82,8 @@ COMMON_NOT_SIMULATED = (
 
 SUBSCRIPTION_CREATE = endpoint(
     {
+        "billing_cycle_anchor": Int(minimum=0),
+        "billing_mode": lifecycle.BILLING_MODE,
         "cancel_at_period_end": Bool(),
         "collection_method": Enum("charge_automatically", "send_invoice"),
         "currency": Str(),
@@ -103,12 +104,12 @@ SUBSCRIPTION_CREATE = endpoint(
         "trial_settings": TRIAL_SETTINGS,
     },
     required=("items",),
-    not_simulated=COMMON_NOT_SIMULATED
-    + ("backdate_start_date", "billing_cycle_anchor", "billing_cycle_anchor_config", "billing_mode", "cancel_at", "customer_account"),
+    not_simulated=COMMON_NOT_SIMULATED + ("backdate_start_date", "billing_cycle_anchor_config", "cancel_at", "customer_account"),
 )
 SUBSCRIPTION_UPDATE = endpoint(
     {
-        "cancel_at": Int(emptyable=True),
+        "billing_cycle_anchor": Enum("now", "unchanged"),
+        "cancel_at": IntOr("max_billed_until", "max_period_end", "min_period_end", emptyable=True),
         "cancel_at_period_end": Bool(),
         "cancellation_details": CANCELLATION_DETAILS,
         "collection_method": Enum("charge_automatically", "send_invoice"),
@@ -136,14 +137,19 @@ SUBSCRIPTION_UPDATE = endpoint(
         "trial_end": IntOr("now"),
         "trial_settings": TRIAL_SETTINGS,
     },
-    not_simulated=COMMON_NOT_SIMULATED + ("billing_cycle_anchor", "pause_collection", "trial_from_plan"),
+    not_simulated=COMMON_NOT_SIMULATED + ("pause_collection", "trial_from_plan"),
 )
 
 
-def _check_payment_behavior(params: dict[str, Any]) -> str:
+def _check_payment_behavior(params: dict[str, Any], *, creating: bool = False) -> str:
     behavior = params.get("payment_behavior", "allow_incomplete")
-    if behavior not in SIMULATED_PAYMENT_BEHAVIORS:
-        raise errors.not_simulated("payment_behavior")
+    if creating and behavior == "pending_if_incomplete":
+        # Stripe: "pending_if_incomplete is only used with updates and cannot be passed
+        # when creating a subscription."
+        raise errors.invalid_request(
+            "`pending_if_incomplete` is only used with updates and cannot be passed when creating a subscription.",
+            param="payment_behavior",
+        )
     if params.get("collection_method", "charge_automatically") != "charge_automatically":
         raise errors.not_simulated("collection_method")
     return behavior
@@ -167,10 +173,11 @@ def _customer_card(state: SandboxState, customer_id: str, card_id: str, param: s
 @route("POST", "/v1/subscriptions", SUBSCRIPTION_CREATE)
 def create_subscription(call: Call) -> dict[str, Any]:
     state, params = call.state, call.params
-    payment_behavior = _check_payment_behavior(params)
+    payment_behavior = _check_payment_behavior(params, creating=True)
     if "customer" not in params:
         raise errors.missing_parameter("customer")
     customer = state.get_customer(params["customer"], param="customer")
+    state.check_clock_ready(customer.test_clock)
     now = state.now(customer.test_clock)
     specs = []
     for index, raw in enumerate(params["items"]):
@@ -199,10 +206,26 @@ def create_subscription(call: Call) -> dict[str, Any]:
     if trial_end is not None and trial_end > now + MAX_TRIAL:
         raise errors.invalid_request("The trial cannot be longer than 730 days.", param="trial_end")
 
+    anchor = params.get("billing_cycle_anchor")
+    if anchor is not None and specs:
+        if trial_end is not None:
+            raise errors.invalid_request(
+                "The sandbox does not simulate a `billing_cycle_anchor` together with a trial; the first period ends at the trial end.",
+                param="billing_cycle_anchor",
+            )
+        first = specs[0].price
+        latest = add_intervals(now, first.interval or "month", first.interval_count or 1, 1)
+        if not now < anchor <= latest:
+            raise errors.invalid_request(
+                f"billing_cycle_anchor must be in the future and within the first billing period (at most {latest}).",
+                param="billing_cycle_anchor",
+            )
+
     default_card = None
     if "default_payment_method" in params:
         default_card = _customer_card(state, customer.id, params["default_payment_method"], "default_payment_method")
     missing = (params.get("trial_settings") or {}).get("end_behavior", {}).get("missing_payment_method", "create_invoice")
+    billing_mode = lifecycle.billing_mode_of(params.get("billing_mode"))
     subscription = lifecycle.start_subscription(
         state,
         customer,
@@ -215,6 +238,9 @@ def create_subscription(call: Call) -> dict[str, Any]:
         description=params.get("description"),
         payment_behavior=payment_behavior,
         cancel_at_period_end=params.get("cancel_at_period_end", False),
+        billing_mode=billing_mode,
+        billing_cycle_anchor=anchor,
+        proration_behavior=params.get("proration_behavior", "create_prorations"),
     )
     settle(state, customer.test_clock, state.now(customer.test_clock))
     return objects.subscription(state, subscription)
@@ -233,6 +259,7 @@ def update_subscription(call: Call) -> dict[str, Any]:
     payment_behavior = _check_payment_behavior(params)
     if subscription.status in ENDED:
         raise errors.invalid_request(f"A subscription with status `{subscription.status}` cannot be updated.")
+    state.check_clock_ready(subscription.test_clock)
     now = state.now(subscription.test_clock)
     before = objects.subscription(state, subscription)
 
@@ -250,10 +277,29 @@ def update_subscription(call: Call) -> dict[str, Any]:
         if trial_end != "now" and not now < trial_end <= now + MAX_TRIAL:
             raise errors.invalid_request("Invalid timestamp: must be an integer Unix timestamp in the future.", param="trial_end")
     cancel_at = params.get("cancel_at")
+    if isinstance(cancel_at, str):
+        # Every item of a sandbox subscription shares one period, so the earliest and
+        # latest period ends (and what is billed until) are all the current period's end.
+        cancel_at = subscription.current_period_end
     if isinstance(cancel_at, int) and cancel_at < now:
         raise errors.invalid_request("cancel_at must be in the future.", param="cancel_at")
+    old_cancel_at = subscription.cancel_at
+    reset_now = params.get("billing_cycle_anchor") == "now"
+    if reset_now and subscription.status not in lifecycle.BILLING_STATUSES:
+        raise errors.invalid_request(
+            f"The sandbox resets the billing cycle anchor of active subscriptions only (this one is `{subscription.status}`).",
+            param="billing_cycle_anchor",
+        )
+    if payment_behavior == "pending_if_incomplete":
+        _check_pending_update_params(params)
+    if subscription.pending_update is not None and (changes or reset_now):
+        raise errors.invalid_request(
+            "This subscription has a pending update; pay or void its invoice (or wait for it to expire) before changing its items.",
+            param="items",
+        )
+    before_change = lifecycle.snapshot(state, subscription)
 
-    invoice_at = lifecycle.change_items(
+    outcome = lifecycle.change_items(
         state,
         subscription,
         changes,
@@ -261,7 +307,8 @@ def update_subscription(call: Call) -> dict[str, Any]:
         proration_behavior=params.get("proration_behavior", "create_prorations"),
         proration_date=params.get("proration_date"),
         payment_behavior=payment_behavior,
-    ) if changes else None
+    ) if changes else lifecycle.ChangeOutcome()
+    invoice_at = outcome.invoice_at
     if card is not None:
         subscription.default_payment_method = card
     if "metadata" in params:
@@ -282,11 +329,21 @@ def update_subscription(call: Call) -> dict[str, Any]:
             subscription.cancel_at_period_end = False
             subscription.cancel_at = None
             subscription.canceled_at = None
-            subscription.cancellation_details = {"comment": None, "feedback": None, "reason": None}
     if "cancel_at" in params:
         subscription.cancel_at = None if cancel_at is UNSET else cancel_at
         subscription.cancel_at_period_end = False
         subscription.canceled_at = None if cancel_at is UNSET else now
+    if "cancel_at" in params or "cancel_at_period_end" in params:
+        # A pending cancellation reads `cancellation_requested` until it happens or is
+        # withdrawn (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancellation_details-reason).
+        if subscription.cancel_at is not None:
+            subscription.cancellation_details["reason"] = "cancellation_requested"
+        else:
+            subscription.cancellation_details = {"comment": None, "feedback": None, "reason": None}
+        cancel_invoice_at = lifecycle.prorate_cancel_at_change(
+            state, subscription, old_cancel_at, now=now, proration_behavior=params.get("proration_behavior", "create_prorations")
+        )
+        invoice_at = invoice_at if invoice_at is not None else cancel_invoice_at
     if trial_end is not None:
         subscription.trial_end = now if trial_end == "now" else trial_end
         subscription.current_period_end = subscription.trial_end
@@ -294,9 +351,99 @@ def update_subscription(call: Call) -> dict[str, Any]:
         if trial_end != "now":
             subscription.trial_will_end_sent = False
     state.dirty = True
+    finish_change(
+        state,
+        subscription,
+        before,
+        before_change,
+        now=now,
+        outcome=lifecycle.ChangeOutcome(invoice_at, outcome.reset_cycle or reset_now),
+        credit_unused=reset_now and not outcome.reset_cycle,
+        proration_behavior=params.get("proration_behavior", "create_prorations"),
+        payment_behavior=payment_behavior,
+    )
+    settle(state, subscription.test_clock, state.now(subscription.test_clock))
+    return objects.subscription(state, state.subscriptions[subscription.id])
+
+
+# Parameters Stripe allows with `payment_behavior=pending_if_incomplete`
+# (https://docs.stripe.com/billing/subscriptions/pending-updates-reference).
+PENDING_UPDATE_PARAMS = frozenset(
+    ("billing_cycle_anchor", "expand", "items", "off_session", "payment_behavior", "proration_behavior", "proration_date", "trial_end")
+)
+
+
+def _check_pending_update_params(params: dict[str, Any]) -> None:
+    for name in params:
+        if name not in PENDING_UPDATE_PARAMS:
+            raise errors.invalid_request(
+                f"`{name}` cannot be used with `payment_behavior=pending_if_incomplete`; it supports only "
+                + ", ".join(sorted(PENDING_UPDATE_PARAMS - {"expand", "payment_behavior"}))
+                + ".",
+                param=name,
+            )
+    if "trial_end" in params:
+        raise errors.not_simulated("trial_end")
+
+
+def finish_change(
+    state: SandboxState,
+    subscription: SubscriptionRecord,
+    before: dict[str, Any],
+    before_change: lifecycle.Snapshot,
+    *,
+    now: int,
+    outcome: lifecycle.ChangeOutcome,
+    credit_unused: bool,
+    proration_behavior: str,
+    payment_behavior: str,
+) -> None:
+    """Announce a subscription change and bill what it leaves to bill now, per
+    `payment_behavior` (a pending update keeps the subscription as it was when the
+    payment fails)."""
+    invoice = None
+    if outcome.reset_cycle:
+        invoice = lifecycle.reset_billing_cycle(
+            state, subscription, now, credit_unused=credit_unused, proration_behavior=proration_behavior
+        )
+    if payment_behavior == "pending_if_incomplete":
+        if invoice is None and outcome.invoice_at is not None:
+            invoice = lifecycle.proration_invoice(state, subscription, outcome.invoice_at, now)
+        if invoice is not None:
+            lifecycle.pay_or_hold(state, subscription, invoice, now, before_change)
+        current = state.subscriptions[subscription.id]
+        events.emit_updated(state, "customer.subscription.updated", before, objects.subscription(state, current), created=now)
+        return
     events.emit_updated(state, "customer.subscription.updated", before, objects.subscription(state, subscription), created=now)
-    if invoice_at is not None:
-        lifecycle.invoice_prorations_now(state, subscription, invoice_at, now)
+    if invoice is None and outcome.invoice_at is not None:
+        invoice = lifecycle.proration_invoice(state, subscription, outcome.invoice_at, now)
+    if invoice is not None:
+        lifecycle.bill_update_invoice(state, subscription, invoice, now, payment_behavior)
+
+
+@route(
+    "POST",
+    "/v1/subscriptions/{subscription}/resume",
+    endpoint(
+        {"billing_cycle_anchor": Enum("now", "unchanged"), "proration_behavior": Enum(*PRORATION_BEHAVIORS), "proration_date": Int()},
+        not_simulated=("payment_behavior",),
+    ),
+)
+def resume_subscription(call: Call) -> dict[str, Any]:
+    """Resume a paused subscription (e.g. paused at trial end for want of a card)."""
+    state, params = call.state, call.params
+    subscription = state.get_subscription(call.path_args["subscription"], status=404, param="subscription")
+    if subscription.status != "paused":
+        raise errors.invalid_request(
+            f"Only a paused subscription can be resumed; this one is `{subscription.status}`.", param="subscription"
+        )
+    if params.get("billing_cycle_anchor", "now") != "now":
+        # A subscription paused at trial end has no billed period to keep its anchor for.
+        raise errors.invalid_request(
+            "The sandbox resumes with `billing_cycle_anchor=now` (a new period starting now) only.", param="billing_cycle_anchor"
+        )
+    state.check_clock_ready(subscription.test_clock)
+    lifecycle.resume(state, subscription, state.now(subscription.test_clock))
     settle(state, subscription.test_clock, state.now(subscription.test_clock))
     return objects.subscription(state, subscription)
 
@@ -340,6 +487,7 @@ def cancel_subscription(call: Call) -> dict[str, Any]:
         raise errors.invalid_request(
             f"This subscription has already been canceled (status `{subscription.status}`).", code="resource_missing", status=404
         )
+    state.check_clock_ready(subscription.test_clock)
     details = params.get("cancellation_details") or {}
     lifecycle.cancel(
         state,
@@ -437,20 +585,35 @@ def _apply_item_change(call: Call, subscription: SubscriptionRecord, change: lif
     payment_behavior = _check_payment_behavior(params)
     if subscription.status in ENDED:
         raise errors.invalid_request(f"A subscription with status `{subscription.status}` cannot be updated.")
+    state.check_clock_ready(subscription.test_clock)
+    if subscription.pending_update is not None:
+        raise errors.invalid_request(
+            "This subscription has a pending update; pay or void its invoice (or wait for it to expire) before changing its items."
+        )
     now = state.now(subscription.test_clock)
     before = objects.subscription(state, subscription)
-    invoice_at = lifecycle.change_items(
+    before_change = lifecycle.snapshot(state, subscription)
+    proration_behavior = params.get("proration_behavior", "create_prorations")
+    outcome = lifecycle.change_items(
         state,
         subscription,
         [change],
         now=now,
-        proration_behavior=params.get("proration_behavior", "create_prorations"),
+        proration_behavior=proration_behavior,
         proration_date=params.get("proration_date"),
         payment_behavior=payment_behavior,
     )
-    events.emit_updated(state, "customer.subscription.updated", before, objects.subscription(state, subscription), created=now)
-    if invoice_at is not None:
-        lifecycle.invoice_prorations_now(state, subscription, invoice_at, now)
+    finish_change(
+        state,
+        subscription,
+        before,
+        before_change,
+        now=now,
+        outcome=outcome,
+        credit_unused=False,
+        proration_behavior=proration_behavior,
+        payment_behavior=payment_behavior,
+    )
 
 
 @route("POST", "/v1/subscription_items", ITEM_CREATE)
@@ -467,6 +630,11 @@ def create_subscription_item(call: Call) -> dict[str, Any]:
         lifecycle.ItemChange(item=None, price=price, quantity=params.get("quantity"), metadata=params.get("metadata"), param="items"),
     )
     created = next(item_id for item_id in subscription.items if item_id not in existing)
+    if created not in state.subscription_items:
+        # Held as a pending update (`pending_if_incomplete` whose payment failed).
+        pending = state.subscriptions[subscription.id].pending_update or {}
+        raw = next(raw for raw in pending["items"] if raw["id"] == created)
+        return objects.subscription_item(state, load_record(SubscriptionItemRecord, raw))
     return objects.subscription_item(state, state.subscription_items[created])
 
 

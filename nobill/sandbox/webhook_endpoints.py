@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from nobill.sandbox import errors, ids, objects
+from nobill.sandbox import api_versions, errors, ids, objects
 from nobill.sandbox.events import EMITTED_EVENT_TYPES
 from nobill.sandbox.listing import newest_first, paginate
 from nobill.sandbox.params import Array, Bool, Metadata, Str, endpoint, list_endpoint, merge_metadata, or_none
@@ -43,9 +43,6 @@ OTHER_STRIPE_EVENT_TYPES = (
     "customer.source.deleted",
     "customer.source.expiring",
     "customer.source.updated",
-    "customer.subscription.pending_update_applied",
-    "customer.subscription.pending_update_expired",
-    "customer.subscription.resumed",
     "customer.tax_id.created",
     "customer.tax_id.deleted",
     "customer.tax_id.updated",
@@ -59,8 +56,6 @@ OTHER_STRIPE_EVENT_TYPES = (
     "invoice.upcoming",
     "invoice.will_be_due",
     "invoice_payment.paid",
-    "invoiceitem.created",
-    "invoiceitem.deleted",
     "payment_intent.amount_capturable_updated",
     "payment_intent.canceled",
     "payment_intent.created",
@@ -69,9 +64,7 @@ OTHER_STRIPE_EVENT_TYPES = (
     "payment_intent.processing",
     "payment_intent.requires_action",
     "payment_intent.succeeded",
-    "payment_method.attached",
     "payment_method.automatically_updated",
-    "payment_method.detached",
     "payment_method.updated",
     "plan.created",
     "plan.deleted",
@@ -132,10 +125,7 @@ def create_webhook_endpoint(call: Call) -> dict[str, Any]:
     state, params = call.state, call.params
     if params.get("connect"):
         raise errors.not_simulated("connect")
-    if params.get("api_version") not in (None, API_VERSION):
-        raise errors.invalid_request(
-            f"The sandbox renders events in API version {API_VERSION} only.", param="api_version"
-        )
+    api_versions.check(params.get("api_version"), param="api_version")
     endpoint_record = WebhookEndpointRecord(
         id=ids.new_id("we"),
         created=state.real_now(),

@@ -21,6 +21,7 @@ import pytest
 import requests
 import stripe
 
+from nobill.sandbox.clock_polling import advance_and_wait
 from nobill.sandbox.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,9 @@ FIXTURES_ENV = "NOBILL_STRIPE_FIXTURES"
 DEFAULT_FIXTURES = REPO_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
 
 # Webhook retries and the real-time ticker run at test speed.
-FAST_SETTINGS = dict(webhook_retry_schedule=(0.05, 0.1, 0.2), webhook_timeout=2.0, tick_interval=0.2)
+FAST_SETTINGS = dict(
+    webhook_retry_schedule=(0.05, 0.1, 0.2), webhook_timeout=2.0, tick_interval=0.2, test_clock_advance_delay=0.02
+)
 
 
 def fast_settings(**overrides: Any) -> SandboxSettings:
@@ -47,6 +50,11 @@ def new_client(url: str, api_key: str = "sk_test_sandbox", **options: Any) -> st
         http_client=stripe.RequestsClient(session=session),
         **options,
     )
+
+
+def advance(client: stripe.StripeClient, clock: Any, frozen_time: int) -> Any:
+    """Advance a test clock and poll until it is `ready`, as code must do against Stripe."""
+    return advance_and_wait(client, clock if isinstance(clock, str) else clock.id, frozen_time, timeout=30)
 
 
 # -- plain HTTP -------------------------------------------------------------------------

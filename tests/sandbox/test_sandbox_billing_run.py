@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sandbox_helpers import advance
+
 DAY = 86_400
 HOUR = 3_600
 
@@ -25,7 +27,7 @@ NOBILL_EVENTS = [
 
 def test_trial_checkout_renewal_failed_payment_past_due_canceled(client, control, catalog, clock, webhook_receiver):
     endpoint = client.v1.webhook_endpoints.create({"url": webhook_receiver.url, "enabled_events": NOBILL_EVENTS})
-    advance = lambda to: client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": to})  # noqa: E731
+    advance_to = lambda to: advance(client, clock, to)  # noqa: E731
     usage = lambda value: client.v1.billing.meter_events.create(  # noqa: E731
         {"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": str(value)}}
     )
@@ -46,9 +48,9 @@ def test_trial_checkout_renewal_failed_payment_past_due_canceled(client, control
     trial_end = subscription.trial_end
     assert trial_end == clock.frozen_time + 14 * DAY
 
-    advance(trial_end - 3 * DAY)
+    advance_to(trial_end - 3 * DAY)
     usage(999)  # during the trial: not billed
-    advance(trial_end + HOUR)
+    advance_to(trial_end + HOUR)
     subscription = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice"]})
     assert subscription.status == "active"
     assert (subscription.latest_invoice.status, subscription.latest_invoice.amount_paid) == ("paid", 3500)
@@ -56,23 +58,23 @@ def test_trial_checkout_renewal_failed_payment_past_due_canceled(client, control
 
     usage(1500)
     usage(500)
-    advance(period_end + HOUR)
+    advance_to(period_end + HOUR)
     renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(subscription.id).latest_invoice)
     assert (renewal.status, renewal.amount_paid, renewal.billing_reason) == ("paid", 2000 + 1500 + 1000, "subscription_cycle")
 
     control("POST", f"/_sandbox/customers/{customer.id}/payment_behavior", {"behavior": "decline"})
     next_end = client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].current_period_end
-    advance(next_end + HOUR)
+    advance_to(next_end + HOUR)
     subscription = client.v1.subscriptions.retrieve(subscription.id, {"expand": ["latest_invoice"]})
     failing = subscription.latest_invoice
     assert subscription.status == "past_due"
     assert (failing.status, failing.attempt_count, failing.next_payment_attempt) == ("open", 1, next_end + HOUR + 3 * DAY)
     assert client.v1.customers.retrieve(customer.id).delinquent is True
 
-    advance(next_end + HOUR + 5 * DAY)
+    advance_to(next_end + HOUR + 5 * DAY)
     assert client.v1.invoices.retrieve(failing.id).attempt_count == 3
     assert client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
-    advance(next_end + HOUR + 7 * DAY)
+    advance_to(next_end + HOUR + 7 * DAY)
     final = client.v1.invoices.retrieve(failing.id)
     assert (final.status, final.attempt_count, final.next_payment_attempt) == ("open", 4, None)
     subscription = client.v1.subscriptions.retrieve(subscription.id)

@@ -7,7 +7,7 @@ import time
 import pytest
 import stripe
 
-from sandbox_helpers import http_raw
+from sandbox_helpers import advance, http_raw
 
 DAY = 86_400
 
@@ -158,6 +158,6 @@ def test_sessions_expire_by_request_and_on_a_test_clock(client, catalog, clock):
     customer = client.v1.customers.create({"test_clock": clock.id})
     on_clock = subscription_session(client, catalog, customer=customer.id)
     assert on_clock.created == clock.frozen_time
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + DAY + 1})
+    advance(client, clock, clock.frozen_time + DAY + 1)
     assert client.v1.checkout.sessions.retrieve(on_clock.id).status == "expired"
     assert len(client.v1.events.list({"type": "checkout.session.expired"}).data) == 2

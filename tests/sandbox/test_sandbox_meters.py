@@ -187,3 +187,60 @@ def test_duplicate_identifier_answer_on_the_wire(sandbox, client, catalog):
     assert http(sandbox.url + "/v1/billing/meter_events", "POST", body, headers)[0] == 200
     status, response_headers, _ = http(sandbox.url + "/v1/billing/meter_events", "POST", body, headers)
     assert status == 400 and response_headers["Stripe-Should-Retry"] == "false"
+
+
+def test_usage_sent_in_the_grace_hour_for_the_ended_period_is_billed_at_finalization(client, catalog, clock):
+    """100 units before the boundary; 50 more sent 10 minutes after it, stamped 2 minutes
+    before it: the renewal finalized an hour after the boundary bills 150."""
+    from sandbox_helpers import advance
+
+    customer = client.v1.customers.create(
+        {"test_clock": clock.id, "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.usage.id}]})
+    boundary = subscription["items"].data[0].current_period_end
+    send = lambda value, stamp: client.v1.billing.meter_events.create(  # noqa: E731
+        {"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": str(value)}, "timestamp": stamp}
+    )
+    send(100, clock.frozen_time + 60)
+    advance(client, clock, boundary + 600)
+    draft = client.v1.invoices.list({"subscription": subscription.id}).data[0]
+    assert (draft.status, draft.lines.data[0].quantity) == ("draft", 100)
+    send(50, boundary - 120)
+    send(7, boundary + 60)  # the new period's usage stays for the next invoice
+    advance(client, clock, boundary + 3_600 + 60)
+    final = client.v1.invoices.retrieve(draft.id)
+    assert final.status == "paid"
+    assert (final.lines.data[0].quantity, final.amount_paid) == (150, 75)
+    assert final.lines.data[0].description.startswith("150 × Pro")
+
+
+def test_a_meter_event_adjustment_cancels_an_event_within_24_hours(client, catalog, clock):
+    from sandbox_helpers import advance, stripe_example_objects
+    from test_sandbox_object_shapes import check_parsed
+
+    customer = client.v1.customers.create({"test_clock": clock.id})
+    summary = lambda: client.v1.billing.meters.event_summaries.list(  # noqa: E731
+        catalog.meter.id, {"customer": customer.id, "start_time": clock.frozen_time // 60 * 60, "end_time": (clock.frozen_time + 3 * 86_400) // 60 * 60}
+    ).data[0].aggregated_value
+    for identifier, value in (("right", 5), ("wrong", 500)):
+        client.v1.billing.meter_events.create(
+            {"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": str(value)}, "identifier": identifier}
+        )
+    adjustment = client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "wrong"}})
+    check_parsed(adjustment, stripe.billing.MeterEventAdjustment, stripe_example_objects())
+    assert (adjustment.type, adjustment.cancel.identifier, adjustment.status) == ("cancel", "wrong", "pending")
+    assert summary() == 5
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "wrong"}})
+    assert "already canceled" in caught.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "never"}})
+    assert caught.value.code == "resource_missing"
+    # The identifier stays used: resending the canceled event is still a duplicate.
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.billing.meter_events.create({"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": "1"}, "identifier": "wrong"})
+    advance(client, clock, clock.frozen_time + 86_400 + 60)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "right"}})
+    assert "24 hours" in caught.value.user_message

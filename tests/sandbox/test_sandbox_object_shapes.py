@@ -21,7 +21,7 @@ from typing import Any
 import stripe
 from stripe._object_classes import OBJECT_CLASSES
 
-from sandbox_helpers import stripe_example_objects
+from sandbox_helpers import advance, stripe_example_objects
 
 OBJECT_TO_FIXTURE = {
     "customer": "customer",
@@ -31,6 +31,11 @@ OBJECT_TO_FIXTURE = {
     "billing.meter": "billing.meter",
     "billing.meter_event": "billing.meter_event",
     "billing.meter_event_summary": "billing.meter_event_summary",
+    "billing.meter_event_adjustment": "billing.meter_event_adjustment",
+    "billing_portal.session": "billing_portal.session",
+    "billing_portal.configuration": "billing_portal.configuration",
+    "invoiceitem": "invoiceitem",
+    "payment_method": "payment_method",
     "checkout.session": "checkout.session",
     "item": "item",
     "subscription": "subscription",
@@ -195,7 +200,7 @@ def test_every_returned_object_matches_stripe_examples_and_typed_classes(client,
 
     # A renewal with usage and prorations, so invoices carry every kind of line.
     now = clock.frozen_time
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": now + 7 * 86_400 + 7_200})
+    advance(client, clock, now + 7 * 86_400 + 7_200)
     event = client.v1.billing.meter_events.create(
         {"event_name": "api_calls", "payload": {"stripe_customer_id": customer.id, "value": "40"}, "identifier": "shape-1"}
     )
@@ -207,7 +212,7 @@ def test_every_returned_object_matches_stripe_examples_and_typed_classes(client,
     check(summaries.last_response.data["data"][0], fx)
     client.v1.subscription_items.update(seat_item.id, {"quantity": 4})
     period_end = client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].current_period_end
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 7_200})
+    advance(client, clock, period_end + 7_200)
     invoices = client.v1.invoices.list({"subscription": subscription.id, "limit": 10})
     assert len(invoices.data) == 3
     for listed in invoices.data:

@@ -18,7 +18,7 @@ import stripe
 
 from nobill.sandbox import cli
 from nobill.sandbox.server import start_sandbox
-from sandbox_helpers import call_control, fast_settings, http, new_client
+from sandbox_helpers import advance, call_control, fast_settings, http, new_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_state_survives_a_restart_through_the_state_file(tmp_path, webhook_recei
         assert [e.id for e in client.v1.events.list({"limit": 100}).data] == events_before
         assert client.v1.webhook_endpoints.retrieve(endpoint.id).url == webhook_receiver.url
         period_end = client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].current_period_end
-        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 3600})
+        advance(client, clock, period_end + 3600)
         renewal = client.v1.invoices.list({"subscription": subscription.id}).data[0]
         assert (renewal.status, renewal.amount_paid, renewal.number[-4:]) == ("paid", 1400, "0002")
         # The restored endpoint (and its secret) still receive signed events.
@@ -131,6 +131,8 @@ def test_cli_arguments_and_defaults():
     assert (args.port, args.state_file, args.webhook_retry_schedule, args.dunning_retry_days) == (0, Path("x.json"), (1.0, 2.5), (1, 2))
     with pytest.raises(SystemExit):
         parser.parse_args(["--dunning-retry-days", "5,1"])
+    assert cli._settings(parser.parse_args(["--test-clock-advance-delay", "1.5"])).test_clock_advance_delay == 1.5
+    assert cli._settings(parser.parse_args([])).test_clock_advance_delay == 0.2
 
 
 def test_the_cli_runs_in_the_foreground_and_stops_gracefully_on_sigterm(tmp_path):

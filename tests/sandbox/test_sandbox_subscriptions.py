@@ -9,6 +9,8 @@ from fractions import Fraction
 import pytest
 import stripe
 
+from sandbox_helpers import advance
+
 DAY = 86_400
 HOUR = 3_600
 
@@ -20,8 +22,6 @@ def paying_customer(client, clock=None, card="pm_card_visa"):
     return client.v1.customers.create(params)
 
 
-def advance(client, clock, to):
-    return client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": to})
 
 
 def period_of(client, subscription_id):
@@ -204,8 +204,8 @@ def test_creation_without_a_payment_method_or_with_error_if_incomplete(client, c
     metered_only = client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.usage.id}]})
     assert metered_only.status == "active"  # nothing is due up front for usage
     with pytest.raises(stripe.InvalidRequestError) as caught:
-        client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.base.id}], "payment_behavior": "default_incomplete"})
-    assert caught.value.param == "payment_behavior"
+        client.v1.subscriptions.create({"customer": bare.id, "items": [{"price": catalog.base.id}], "payment_behavior": "pending_if_incomplete"})
+    assert caught.value.param == "payment_behavior" and "only used with updates" in caught.value.user_message
 
 
 def test_item_rules(client, catalog):
@@ -262,8 +262,10 @@ def test_cancel_at_period_end_then_renewal_ends_it(client, catalog, clock):
     _, end = period_of(client, subscription.id)
     scheduled = client.v1.subscriptions.update(subscription.id, {"cancel_at_period_end": True})
     assert (scheduled.status, scheduled.cancel_at_period_end, scheduled.cancel_at, scheduled.canceled_at) == ("active", True, end, clock.frozen_time)
+    # While the cancellation is pending the reason already reads `cancellation_requested`.
+    assert scheduled.cancellation_details.reason == "cancellation_requested"
     resumed = client.v1.subscriptions.update(subscription.id, {"cancel_at_period_end": False})
-    assert (resumed.cancel_at, resumed.canceled_at) == (None, None)
+    assert (resumed.cancel_at, resumed.canceled_at, resumed.cancellation_details.reason) == (None, None, None)
     client.v1.subscriptions.update(subscription.id, {"cancel_at_period_end": True})
     advance(client, clock, end + 10)
     ended = client.v1.subscriptions.retrieve(subscription.id)
@@ -272,6 +274,63 @@ def test_cancel_at_period_end_then_renewal_ends_it(client, catalog, clock):
     assert client.v1.events.list({"type": "customer.subscription.deleted"}).data[0].data.object.id == subscription.id
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.subscriptions.update(subscription.id, {"metadata": {"a": "b"}})
+
+
+@pytest.mark.parametrize("behavior", ["create_prorations", "always_invoice", "none"])
+def test_cancel_at_inside_the_period_credits_the_unused_time(client, catalog, clock, behavior):
+    customer = paying_customer(client, clock)
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.seat.id, "quantity": 2}]})
+    start, end = period_of(client, subscription.id)
+    cancel_at = start + 12 * DAY
+    scheduled = client.v1.subscriptions.update(subscription.id, {"cancel_at": cancel_at, "proration_behavior": behavior})
+    assert (scheduled.cancel_at, scheduled.cancel_at_period_end, scheduled.status) == (cancel_at, False, "active")
+    assert scheduled.cancellation_details.reason == "cancellation_requested"
+    credit = prorated(1000, start, end, cancel_at)
+    invoices = client.v1.invoices.list({"subscription": subscription.id}).data
+    if behavior == "always_invoice":
+        assert invoices[0].billing_reason == "subscription_update"
+        assert lines(invoices[0]) == [(f"Unused time on 2 × Pro after {_date(cancel_at)}", -credit)]
+    else:
+        assert len(invoices) == 1
+    advance(client, clock, cancel_at + 10)
+    ended = client.v1.subscriptions.retrieve(subscription.id)
+    assert (ended.status, ended.ended_at, ended.cancellation_details.reason) == ("canceled", cancel_at, "cancellation_requested")
+    # The credit that was not invoiced stays with the customer for the next invoice.
+    balance = client.v1.customers.retrieve(customer.id).balance
+    assert balance == {"create_prorations": -credit, "always_invoice": -credit, "none": 0}[behavior]
+
+
+def test_cancel_at_in_a_later_period_prorates_that_period(client, catalog, clock):
+    customer = paying_customer(client, clock)
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": catalog.seat.id, "quantity": 2}], "proration_behavior": "none"}
+    )
+    _, end = period_of(client, subscription.id)
+    cancel_at = end + 10 * DAY
+    client.v1.subscriptions.update(subscription.id, {"cancel_at": cancel_at, "proration_behavior": "none"})
+    advance(client, clock, end)
+    new_start, new_end = period_of(client, subscription.id)
+    renewal = client.v1.invoices.list({"subscription": subscription.id}).data[0]
+    assert lines(renewal) == sorted(
+        [("2 × Pro (at $5.00 / month)", 1000), (f"Unused time on 2 × Pro after {_date(cancel_at)}", -prorated(1000, new_start, new_end, cancel_at))]
+    )
+
+
+def test_moving_or_withdrawing_cancel_at_takes_the_earlier_credit_back(client, catalog, clock):
+    customer = paying_customer(client, clock)
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.seat.id, "quantity": 2}]})
+    start, end = period_of(client, subscription.id)
+    client.v1.subscriptions.update(subscription.id, {"cancel_at": start + 10 * DAY})
+    client.v1.subscriptions.update(subscription.id, {"cancel_at": start + 20 * DAY})
+    withdrawn = client.v1.subscriptions.update(subscription.id, {"cancel_at": ""})
+    assert (withdrawn.cancel_at, withdrawn.cancellation_details.reason) == (None, None)
+    advance(client, clock, end)
+    renewal = client.v1.invoices.list({"subscription": subscription.id}).data[0]
+    prorations = [line.amount for line in renewal.lines.data if line.parent.subscription_item_details.proration]
+    assert sum(prorations) == 0 and len(prorations) == 4
+    # `max_period_end` names the end of the current period.
+    at_end = client.v1.subscriptions.update(subscription.id, {"cancel_at": "max_period_end"})
+    assert at_end.cancel_at == period_of(client, subscription.id)[1]
 
 
 def test_cancel_now_and_listing_by_status(client, catalog):

@@ -7,15 +7,19 @@ import time
 import pytest
 import stripe
 
+from nobill.sandbox.clock_polling import wait_until_ready
+from sandbox_helpers import advance
+
 DAY = 86_400
+HOUR = 3_600
 
 
 def test_clock_lifecycle(client, clock):
     assert clock.id.startswith("clock_") and clock.status == "ready" and clock.name == "test"
     assert clock.deletes_after == clock.created + 30 * DAY
     assert client.v1.test_helpers.test_clocks.retrieve(clock.id).frozen_time == clock.frozen_time
-    advanced = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 3600})
-    assert (advanced.status, advanced.frozen_time) == ("ready", clock.frozen_time + 3600)
+    ready = advance(client, clock, clock.frozen_time + 3600)
+    assert (ready.status, ready.frozen_time, ready.status_details.to_dict()) == ("ready", clock.frozen_time + 3600, {})
     types = [e.type for e in client.v1.events.list({"type": "test_helpers.*"}).data]
     assert types == ["test_helpers.test_clock.ready", "test_helpers.test_clock.advancing", "test_helpers.test_clock.created"]
     with pytest.raises(stripe.InvalidRequestError) as caught:
@@ -25,6 +29,37 @@ def test_clock_lifecycle(client, clock):
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.test_helpers.test_clocks.create({})  # type: ignore[typeddict-item]
     assert caught.value.code == "parameter_missing"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 3 * 366 * DAY})
+    assert "two years" in caught.value.user_message
+
+
+def test_advancing_is_asynchronous_and_clients_must_poll_until_ready(client, control, catalog, clock):
+    """Stripe answers `advancing` and finishes later; nothing on the clock changes until then."""
+    control("POST", "/_sandbox/settings", {"test_clock_advance_delay": 1.0})
+    customer = client.v1.customers.create({"test_clock": clock.id, "payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    subscription = client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.base.id}]})
+    period_end = subscription["items"].data[0].current_period_end
+    started = client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 2 * HOUR})
+    assert (started.status, started.frozen_time) == ("advancing", clock.frozen_time)
+    assert started.status_details.advancing.target_frozen_time == period_end + 2 * HOUR
+    # Code that reads right away sees the world before the advance, as it would on Stripe.
+    assert len(client.v1.invoices.list({"customer": customer.id}).data) == 1
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.subscriptions.update(subscription.id, {"metadata": {"k": "v"}})
+    assert "advancing" in caught.value.user_message
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": period_end + 3 * HOUR})
+    assert "already advancing" in caught.value.user_message
+    # The control API's webhook wait also waits for clocks to finish advancing.
+    assert control("POST", "/_sandbox/webhooks/wait", {"timeout": 10})["idle"] is True
+    assert client.v1.test_helpers.test_clocks.retrieve(clock.id).status == "ready"
+    ready = wait_until_ready(client, clock.id, timeout=10)
+    assert (ready.status, ready.frozen_time) == ("ready", period_end + 2 * HOUR)
+    assert [i.status for i in client.v1.invoices.list({"customer": customer.id}).data] == ["paid", "paid"]
+    ready_event = client.v1.events.list({"type": "test_helpers.test_clock.ready"}).data[0]
+    assert ready_event.data.object.status == "ready"
+    client.v1.subscriptions.update(subscription.id, {"metadata": {"k": "v"}})
 
 
 def test_a_clock_moves_at_most_two_intervals_of_its_shortest_subscription(client, catalog, clock):
@@ -34,7 +69,7 @@ def test_a_clock_moves_at_most_two_intervals_of_its_shortest_subscription(client
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 15 * DAY})
     assert "two intervals" in caught.value.user_message
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 14 * DAY})
+    advance(client, clock, clock.frozen_time + 14 * DAY)
     invoices = client.v1.invoices.list({"customer": customer.id}).data
     assert [i.billing_reason for i in invoices] == ["subscription_cycle", "subscription_cycle", "subscription_create"]
     assert [i.status for i in invoices] == ["draft", "paid", "paid"]  # the newest finalizes an hour after the boundary

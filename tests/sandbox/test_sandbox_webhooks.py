@@ -11,6 +11,8 @@ import time
 import pytest
 import stripe
 
+from sandbox_helpers import advance
+
 
 def endpoint_for(client, receiver, events=("*",)):
     return client.v1.webhook_endpoints.create({"url": receiver.url, "enabled_events": list(events)})
@@ -196,7 +198,7 @@ def test_events_api_lists_and_filters(client, clock):
 def test_events_from_the_clock_have_no_request(client, catalog, clock):
     customer = client.v1.customers.create({"test_clock": clock.id})
     client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": catalog.usage.id}], "trial_period_days": 5})
-    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": clock.frozen_time + 5 * 86_400})
+    advance(client, clock, clock.frozen_time + 5 * 86_400)
     notice = client.v1.events.list({"type": "customer.subscription.trial_will_end"}).data[0]
     assert (notice.request.id, notice.request.idempotency_key) == (None, None)
     created = client.v1.events.list({"type": "customer.subscription.created"}).data[0]

@@ -32,7 +32,7 @@ def test_v1_meter_events_need_only_the_api_base_address(sandbox, catalog):
     assert event.event_name == "api_calls"
 
 
-@pytest.mark.parametrize("key", ["sk_live_123456789", "pk_test_123456789", "rk_live_x", "sk_test_", "whatever"])
+@pytest.mark.parametrize("key", ["sk_live_123456789", "pk_test_123456789", "rk_live_x", "sk_test_", "rk_test_", "whatever"])
 def test_keys_other_than_test_secret_keys_are_refused_with_401(sandbox, key):
     client = new_client(sandbox.url, api_key=key)
     with pytest.raises(stripe.AuthenticationError) as caught:
@@ -41,6 +41,51 @@ def test_keys_other_than_test_secret_keys_are_refused_with_401(sandbox, key):
     assert caught.value.error.type == "invalid_request_error"  # what Stripe sends with a 401
     assert "Invalid API Key provided" in caught.value.user_message
     assert key[-4:] in caught.value.user_message and (len(key) <= 8 or key not in caught.value.user_message)
+
+
+def test_restricted_test_keys_are_accepted_with_every_permission(sandbox):
+    client = new_client(sandbox.url, api_key="rk_test_restricted_key")
+    customer = client.v1.customers.create({"email": "rk@example.com"})
+    assert client.v1.customers.retrieve(customer.id).email == "rk@example.com"
+    client.v1.webhook_endpoints.create({"url": "https://example.com/hook", "enabled_events": ["*"]})
+
+
+def test_the_api_version_must_exist_and_be_the_one_the_sandbox_renders(sandbox):
+    assert new_client(sandbox.url, stripe_version="2026-10-28.endive").v1.customers.list().object == "list"
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        new_client(sandbox.url, stripe_version="1999-01-01.bogus").v1.customers.list()
+    assert (caught.value.http_status, caught.value.user_message) == (400, "Invalid Stripe API version: 1999-01-01.bogus")
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        new_client(sandbox.url).v1.customers.list(options={"stripe_version": "2025-03-31.basil"})
+    assert caught.value.http_status == 400
+    assert "renders API version 2026-10-28.endive only" in caught.value.user_message
+    client = new_client(sandbox.url)
+    explicit = client.v1.webhook_endpoints.create(
+        {"url": "https://example.com/hook", "enabled_events": ["*"], "api_version": "2026-10-28.endive"}
+    )
+    assert explicit.api_version == "2026-10-28.endive"
+    for version, message in (("2024-06-20", "does not simulate"), ("2030-01-01.zinnia", "Invalid Stripe API version")):
+        with pytest.raises(stripe.InvalidRequestError) as caught:
+            client.v1.webhook_endpoints.create({"url": "https://example.com/hook", "enabled_events": ["*"], "api_version": version})  # type: ignore[typeddict-item]
+        assert caught.value.param == "api_version" and message in caught.value.user_message
+
+
+def test_the_known_versions_are_the_ones_stripe_python_lists():
+    import typing
+
+    from stripe.params import WebhookEndpointCreateParams
+
+    from nobill.sandbox.api_versions import KNOWN_VERSIONS
+
+    annotation = WebhookEndpointCreateParams.__annotations__["api_version"]
+    listed = set(typing.get_args(typing.get_args(annotation)[0]))
+    assert listed == KNOWN_VERSIONS
+
+
+def test_error_doc_urls_point_at_the_code_page_as_stripe_does(client):
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.test_helpers.test_clocks.create({})  # type: ignore[typeddict-item]
+    assert caught.value.error.doc_url == "https://stripe.com/docs/error-codes/parameter-missing"
 
 
 def test_a_request_without_key_is_401_and_any_sk_test_key_works_with_bearer_or_basic(sandbox):
