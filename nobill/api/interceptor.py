@@ -1,5 +1,5 @@
-"""The one server interceptor: request id → authentication → permission → unit of work →
-typed errors → call log. Every NOBill RPC passes through it."""
+"""The one server interceptor: request id → metrics → authentication → permission → unit of
+work → typed errors (nobill.api.status) → call log. Every NOBill RPC passes through it."""
 
 from __future__ import annotations
 
@@ -12,41 +12,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from sqlalchemy.exc import OperationalError
 
-from nobill import ids
+from nobill import ids, metrics
 from nobill.api.access import OPEN_SERVICES, AccessRule
 from nobill.api.context import CallContext, OrgCallContext
+from nobill.api.status import CallStatus, abort, status_for
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.authorization import Grant, grant_in_org
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
 from nobill.auth.principals import Principal, ServicePrincipal, UserPrincipal
 from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.errors import (
-    AlreadyExists,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
+from nobill.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from nobill.logs import REQUEST_ID
 
 log = logging.getLogger("nobill.api")
-
-STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -71,23 +51,33 @@ def _check_org_access(rule: AccessRule, principal: Principal, grant: Grant | Non
     """Raise unless the grant holds the rule's permission. A caller with no standing in the
     org learns nothing about it, not even that it exists."""
     if grant is None:
-        raise NotFound(f"organization {org_id} not found")
+        raise NotFound(f"organization {org_id} not found", reason="ORG_NOT_FOUND")
     if rule.permission not in grant.permissions:
+        needs = {"permission": rule.permission}
         if isinstance(principal, ServicePrincipal):
-            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+            raise PermissionDenied(
+                f"this call needs the {rule.permission} scope, which the token does not carry",
+                reason="SCOPE_MISSING", metadata=needs,
+            )
         role = grant.role.value if grant.role else "none"
-        raise PermissionDenied(f"this call needs the {rule.permission} permission, which the {role} role does not grant")
+        raise PermissionDenied(
+            f"this call needs the {rule.permission} permission, which the {role} role does not grant",
+            reason="PERMISSION_MISSING", metadata=needs,
+        )
     return grant
 
 
 def _check_orgless_access(rule: AccessRule, principal: Principal) -> None:
     if rule.kind == "any_user" and not isinstance(principal, UserPrincipal):
-        raise PermissionDenied("only users may call this method; service tokens cannot")
+        raise PermissionDenied("only users may call this method; service tokens cannot", reason="USERS_ONLY")
     if rule.kind == "service_scope":
         if not isinstance(principal, ServicePrincipal):
-            raise PermissionDenied("only internal services may call this method")
+            raise PermissionDenied("only internal services may call this method", reason="SERVICES_ONLY")
         if rule.permission not in principal.scopes:
-            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+            raise PermissionDenied(
+                f"this call needs the {rule.permission} scope, which the token does not carry",
+                reason="SCOPE_MISSING", metadata={"permission": rule.permission},
+            )
 
 
 class NobillInterceptor(grpc.ServerInterceptor):
@@ -139,34 +129,23 @@ class NobillInterceptor(grpc.ServerInterceptor):
 
     # --- shared steps ----------------------------------------------------------------
 
-    def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
+    def _begin(self, context: grpc.ServicerContext) -> tuple[str, dict[str, str]]:
+        """The call's request id (the caller's, if well-formed) and its metadata. Set before
+        anything can refuse the call, so every log line of a refused call carries it too."""
         metadata = _metadata(context)
         request_id = metadata.get("x-request-id", "")
         if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         context.set_trailing_metadata((("x-request-id", request_id),))
+        return request_id, metadata
+
+    def _authenticate(self, metadata: dict[str, str]) -> Principal:
         if self._authenticator is None:
-            return request_id, UNCHECKED_PRINCIPAL
+            return UNCHECKED_PRINCIPAL
         authorization = metadata.get("authorization")
         if authorization is not None and len(authorization) > 16_384:
             raise Unauthenticated()
-        return request_id, self._authenticator.authenticate(authorization)
-
-    def _fail(self, context: grpc.ServicerContext, method: str, request_id: str, error: BaseException) -> None:
-        """Map an exception to a status and abort the call (abort raises)."""
-        if isinstance(error, DomainError):
-            code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
-            message = error.message
-        elif isinstance(error, OperationalError):
-            code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
-        elif isinstance(error, NotImplementedError):
-            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
-        else:
-            log.error("unexpected error", exc_info=error, extra={"method": method, "request_id": request_id})
-            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-        if code is not grpc.StatusCode.INTERNAL:
-            log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
-        context.abort(code, message)
+        return self._authenticator.authenticate(authorization)
 
     def _unit_of_work(self, org_id: str, principal: Principal) -> UnitOfWork:
         """A unit of work for the org that also reads a user caller's role in it."""
@@ -181,20 +160,29 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- unary -----------------------------------------------------------------------
 
     def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
+        observe = _CallMetrics("unary", method)
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            request_id = ""
+            observe.started()
+            request_id, metadata = self._begin(context)
+            token = REQUEST_ID.set(request_id)
+            code = grpc.StatusCode.OK
             try:
-                request_id, principal = self._begin(context)
+                principal = self._authenticate(metadata)
                 if rule.kind == "org_permission":
                     response = self._call_in_org(rule, behavior, request, context, principal, request_id)
                 else:
                     _check_orgless_access(rule, principal)
                     response = behavior(request, CallContext(context, principal, request_id, self._database))
             except Exception as error:  # noqa: BLE001 - every failure gets a typed status
-                if _is_abort(error, context):
+                code, status = _outcome(error, context, method, request_id)
+                if status is None:
                     raise
-                self._fail(context, method, request_id, error)
+                abort(context, status)
+            finally:
+                observe.handled(code, time.perf_counter() - started)
+                REQUEST_ID.reset(token)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "call",
@@ -221,20 +209,31 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- streams ---------------------------------------------------------------------
 
     def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
+        observe = _CallMetrics("bidi_stream", method)
+
         def call(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            request_id = ""
+            started = time.perf_counter()
+            observe.started()
+            request_id, metadata = self._begin(context)
+            token = REQUEST_ID.set(request_id)
+            code = grpc.StatusCode.CANCELLED  # unless the stream ends (OK) or fails (its code)
             try:
-                request_id, principal = self._begin(context)
+                principal = self._authenticate(metadata)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
-                    checked = request_iterator
+                    checked = observe.counting(request_iterator)
                 else:
-                    checked = self._authorized_requests(rule, principal, request_iterator)
+                    checked = self._authorized_requests(rule, principal, observe.counting(request_iterator))
                 yield from behavior(checked, CallContext(context, principal, request_id, self._database))
+                code = grpc.StatusCode.OK
             except Exception as error:  # noqa: BLE001
-                if _is_abort(error, context):
+                code, status = _outcome(error, context, method, request_id)
+                if status is None:
                     raise
-                self._fail(context, method, request_id, error)
+                abort(context, status)
+            finally:
+                observe.handled(code, time.perf_counter() - started)
+                REQUEST_ID.reset(token)
 
         return call
 
@@ -259,11 +258,42 @@ class NobillInterceptor(grpc.ServerInterceptor):
         return itertools.chain([first], (check(request) for request in requests))
 
 
-def _status_of_base(error: DomainError) -> grpc.StatusCode:
-    for kind, code in STATUS_OF.items():
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+def _outcome(
+    error: BaseException, context: grpc.ServicerContext, method: str, request_id: str
+) -> tuple[grpc.StatusCode, CallStatus | None]:
+    """The code a failed call ends with, and the status to abort it with (None when the
+    handler already aborted it with context.abort())."""
+    if _is_abort(error, context):
+        return context.code(), None
+    status = status_for(error, method=method, request_id=request_id)
+    return status.code, status
+
+
+class _CallMetrics:
+    """One method's gRPC metrics, with label children bound once (not on every call)."""
+
+    def __init__(self, grpc_type: str, method: str) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._labels = (grpc_type, service, name)
+        self._started = metrics.GRPC_STARTED.labels(*self._labels)
+        self._seconds = metrics.GRPC_HANDLING_SECONDS.labels(*self._labels)
+        self._received = metrics.GRPC_MSG_RECEIVED.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def started(self) -> None:
+        self._started.inc()
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, code.name)
+        child.inc()
+        self._seconds.observe(seconds)
+
+    def counting(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            self._received.inc()
+            yield request
 
 
 def _is_abort(error: BaseException, context: grpc.ServicerContext) -> bool:
