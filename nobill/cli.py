@@ -197,13 +197,15 @@ def _dev_secret(settings: Settings) -> str | None:
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.dev import run_dev
 
+    data_dir_source = "NOBILL_DATA_DIR"
     if args.data_dir:
         settings = settings.replace(data_dir=args.data_dir)
+        data_dir_source = "--data-dir"
     addr_source = "NOBILL_GRPC_ADDR"
     if args.addr:
         settings = settings.replace(grpc_addr=parse_address("--addr", args.addr))
         addr_source = "--addr"
-    run_dev(settings, ready_file=args.ready_file, addr_source=addr_source)
+    run_dev(settings, ready_file=args.ready_file, addr_source=addr_source, data_dir_source=data_dir_source)
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from pathlib import Path
 
 # The id of the call being served in this thread or task; every log line carries it.
 REQUEST_ID: ContextVar[str] = ContextVar("nobill_request_id", default="")
@@ -68,12 +69,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "json", *, log_file: Path | None = None, console_level: int = logging.NOTSET
+) -> None:
+    """Log to stderr at `level`; with `log_file`, everything goes to that file and stderr
+    shows only records at `console_level` and above."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setLevel(console_level)
+    handlers: list[logging.Handler] = [handler]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+        handlers.append(to_file)
     install_request_ids()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    root.handlers[:] = handlers
     root.setLevel(level)
     # Library chatter at INFO drowns our own events.
     for noisy in ("alembic.runtime.migration", "dramatiq", "stripe", "urllib3"):
