@@ -12,7 +12,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {
         ".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nobill").rglob("__init__.py")
-    } | {"nobill.v1"}
+    } | {"nobill.v1", "nobill.migrations", "nobill.migrations.versions"}
     assert on_disk == listed
 
 
@@ -28,6 +28,9 @@ def test_the_built_wheel_lets_clients_import_nobill_v1(tmp_path) -> None:
     (wheel,) = tmp_path.glob("nobill-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"nobill/v1/tenancy_pb2.py", "nobill/v1/tenancy_pb2.pyi", "nobill/v1/tenancy_pb2_grpc.py", "nobill/v1/py.typed"} <= names
+    # Every revision ships, so an installed wheel migrates without the source tree.
+    revisions = {f"nobill/migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")}
+    assert revisions | {"nobill/migrations/env.py", "nobill/migrations/rls.py", "nobill/migrations/script.py.mako"} <= names
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)
     # Only the wheel's own files on the path (the dependencies come from site-packages).
