@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test gen lint bench clean help
+.PHONY: dev test gen lint breaking release-contract bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +27,12 @@ gen: $(STAMP)  ## regenerate gen/ from protos/
 
 lint: $(STAMP)  ## buf lint the contract
 	$(BIN)/buf lint
+
+breaking: $(STAMP)  ## fail if protos/ breaks the released contract (contract/released.binpb)
+	$(BIN)/buf breaking --against contract/released.binpb
+
+release-contract: $(STAMP)  ## record protos/ as the released contract (after a release)
+	$(BIN)/buf build --exclude-source-info -o contract/released.binpb
 
 bench: $(STAMP)  ## authenticated vs unauthenticated GetOrganization throughput
 	$(BIN)/python bench/auth_overhead.py

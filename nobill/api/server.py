@@ -14,18 +14,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from nobill.api.access import load_rules, nobill_services
-from nobill.api.audit_servicer import AuditServicer
-from nobill.api.billing_servicer import BillingServicer
 from nobill.api.interceptor import NobillInterceptor
-from nobill.api.tenancy_servicer import TenancyServicer
-from nobill.api.usage_servicer import UsageServicer
+from nobill.api.registry import register_all
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.config import Settings
 from nobill.errors import ConfigError
 from nobill.db.database import Database
 from nobill.logs import install_request_ids
-from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +128,7 @@ def build_server(
         ],
         maximum_concurrent_rpcs=settings.grpc_threads * 8,
     )
-    tenancy_pb2_grpc.add_TenancyServiceServicer_to_server(TenancyServicer(), server)
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(), server)
-    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(), server)
+    register_all(server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
