@@ -22,8 +22,9 @@ dev: $(STAMP)  ## start the whole platform on embedded defaults
 test: $(STAMP)  ## run the full test suite (real PostgreSQL/Redis, embedded ones if none listen)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-gen: $(STAMP)  ## regenerate gen/ from protos/
+gen: $(STAMP)  ## regenerate gen/ and docs/API.md from protos/
 	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/python scripts/gen_api_docs.py
 
 lint: $(STAMP)  ## buf lint the contract
 	$(BIN)/buf lint

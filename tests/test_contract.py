@@ -58,6 +58,22 @@ def test_generated_code_is_up_to_date() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_api_reference_is_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_api_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_api_reference_names_every_rpc_and_who_may_call_it() -> None:
+    text = (ROOT / "docs" / "API.md").read_text()
+    for service, methods in EXPECTED.items():
+        for method in methods:
+            assert f"#### {service.rsplit('.', 1)[1]}.{method}" in text
+    assert "services with scope `webhooks:ingest` (not users)" in text
+    assert "any signed-in user (not services)" in text
+
+
 def test_generated_modules_are_importable_as_nobill_v1_with_typed_stubs() -> None:
     from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc  # noqa: F401
 
