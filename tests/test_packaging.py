@@ -1,46 +1,95 @@
-"""pyproject lists packages by hand (nobill.v1 lives in gen/); keep the list complete."""
+"""Two distributions share the `nobill` namespace: the server (pyproject.toml) and
+nobill-client (client/pyproject.toml: nobill.v1 and nobill.client, needing only grpcio and
+protobuf). Both list their packages by hand; keep the lists complete and disjoint, and
+check what each built wheel holds."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_ONLY = ("sqlalchemy", "psycopg", "psycopg-binary", "dramatiq", "stripe", "alembic", "redis")
 
 
-def test_every_package_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = {
-        ".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nobill").rglob("__init__.py")
-    } | {"nobill.v1", "nobill.migrations", "nobill.migrations.versions"}
-    assert on_disk == listed
+def _packages(pyproject: Path) -> set[str]:
+    return set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["packages"])
 
 
-def test_the_built_wheel_lets_clients_import_nobill_v1(tmp_path) -> None:
-    import subprocess
-    import sys
-    import zipfile
+def test_every_package_is_in_exactly_one_distribution() -> None:
+    server, client = _packages(ROOT / "pyproject.toml"), _packages(ROOT / "client" / "pyproject.toml")
+    on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nobill").rglob("__init__.py")}
+    on_disk |= {"nobill", "nobill.v1", "nobill.migrations", "nobill.migrations.versions"}
+    assert server | client == on_disk
+    assert server & client == set()
+    # A namespace package: an __init__.py in any distribution would hide the others' parts.
+    assert not (ROOT / "nobill" / "__init__.py").exists()
 
+
+def _wheel(project: Path, out: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(project)],
         check=True, capture_output=True, timeout=300,
     )
-    (wheel,) = tmp_path.glob("nobill-*.whl")
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def test_the_server_wheel_ships_migrations_but_not_the_client(tmp_path: Path) -> None:
+    wheel = _wheel(ROOT, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"nobill/v1/tenancy_pb2.py", "nobill/v1/tenancy_pb2.pyi", "nobill/v1/tenancy_pb2_grpc.py", "nobill/v1/py.typed"} <= names
+    assert "nobill/cli.py" in names and "nobill/__init__.py" not in names
+    assert not any(name.startswith(("nobill/v1/", "nobill/client/")) for name in names)
     # Every revision ships, so an installed wheel migrates without the source tree.
     revisions = {f"nobill/migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert revisions | {"nobill/migrations/env.py", "nobill/migrations/rls.py", "nobill/migrations/script.py.mako"} <= names
-    unpacked = tmp_path / "unpacked"
-    zipfile.ZipFile(wheel).extractall(unpacked)
-    # Only the wheel's own files on the path (the dependencies come from site-packages).
-    probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from nobill.v1 import tenancy_pb2, tenancy_pb2_grpc; import nobill; "
-        "assert nobill.__file__.startswith(sys.argv[1]), nobill.__file__; "
-        "assert tenancy_pb2.__file__.startswith(sys.argv[1]), tenancy_pb2.__file__; "
-        "print(tenancy_pb2_grpc.TenancyServiceStub.__name__)"
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert "Requires-Dist: nobill-client==0.1.0" in metadata
+
+
+def test_the_client_wheel_holds_the_stubs_and_helpers_and_needs_only_grpcio_and_protobuf(tmp_path: Path) -> None:
+    wheel = _wheel(ROOT / "client", tmp_path)
+    zipped = zipfile.ZipFile(wheel)
+    names = set(zipped.namelist())
+    assert {"nobill/v1/tenancy_pb2.py", "nobill/v1/tenancy_pb2.pyi", "nobill/v1/tenancy_pb2_grpc.py",
+            "nobill/v1/py.typed", "nobill/client/__init__.py"} <= names
+    assert "nobill/__init__.py" not in names
+    metadata = zipped.read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    requires = sorted(line.split(":", 1)[1].strip().split(">")[0].split("=")[0].split("<")[0]
+                      for line in metadata.splitlines() if line.startswith("Requires-Dist:"))
+    assert requires == ["grpcio", "protobuf"]
+
+
+@pytest.mark.e2e
+def test_installing_the_client_alone_pulls_no_server_dependencies(tmp_path: Path) -> None:
+    """A fresh virtualenv, the client wheel installed with its dependencies from the index."""
+    wheel = _wheel(ROOT / "client", tmp_path / "dist")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+        capture_output=True, text=True, timeout=600,
     )
-    result = subprocess.run([sys.executable, "-c", probe, str(unpacked)], capture_output=True, text=True, timeout=60)
+    assert install.returncode == 0, install.stderr
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, timeout=60)
+    installed = {line.split("==")[0].lower().replace("_", "-") for line in listed.stdout.splitlines()}
+    assert {"nobill-client", "grpcio", "protobuf"} <= installed
+    assert not installed & set(SERVER_ONLY), installed
+    probe = (
+        "import sys\n"
+        "from nobill.v1 import tenancy_pb2, tenancy_pb2_grpc\n"
+        "from nobill.client import insecure_channel\n"
+        "channel = insecure_channel('127.0.0.1:1', token='t')\n"
+        "assert tenancy_pb2_grpc.TenancyServiceStub(channel)\n"
+        "assert not {'sqlalchemy', 'psycopg', 'dramatiq', 'stripe'} & set(sys.modules)\n"
+        "print(tenancy_pb2.__file__)\n"
+    )
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "TenancyServiceStub"
+    assert result.stdout.strip().startswith(str(venv))

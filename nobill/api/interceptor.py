@@ -264,7 +264,7 @@ def _outcome(
     """The code a failed call ends with, and the status to abort it with (None when the
     handler already aborted it with context.abort())."""
     if _is_abort(error, context):
-        return context.code(), None
+        return getattr(context, "code")(), None
     status = status_for(error, method=method, request_id=request_id)
     return status.code, status
 
