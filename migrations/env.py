@@ -19,6 +19,7 @@ APPLYING = bool(config.attributes.get("applying_revisions"))
 
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
+    assert url, "nobill.db.migrate sets sqlalchemy.url"
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
