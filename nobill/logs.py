@@ -91,5 +91,5 @@ def configure_logging(
     root.handlers[:] = handlers
     root.setLevel(level)
     # Library chatter at INFO drowns our own events.
-    for noisy in ("alembic.runtime.migration", "dramatiq", "stripe", "urllib3"):
+    for noisy in ("alembic.runtime.migration", "alembic.runtime.plugins", "dramatiq", "stripe", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -93,3 +93,54 @@ def test_installing_the_client_alone_pulls_no_server_dependencies(tmp_path: Path
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(venv))
+
+
+@pytest.mark.e2e
+def test_the_installed_wheels_migrate_and_serve_without_the_source_tree(tmp_path: Path, postgres_admin_url: str) -> None:
+    """What the image does: both wheels installed (not editable) in a fresh virtualenv, run
+    from a directory with no checkout in sight."""
+    import os
+    import signal
+    import uuid
+
+    import psycopg
+
+    from support import TEST_SECRET, with_database
+
+    dist = tmp_path / "dist"
+    _wheel(ROOT / "client", dist)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"),
+         *map(str, dist.glob("*.whl"))],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert install.returncode == 0, install.stderr
+    name = f"nobill_wheel_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "PYTHONPATH"))}
+    env |= {"NOBILL_DATABASE_URL": with_database(postgres_admin_url, name), "NOBILL_JWT_SECRET": TEST_SECRET,
+            "NOBILL_GRPC_ADDR": "127.0.0.1:0"}
+    nobill = str(venv / "bin" / "nobill")
+    try:
+        migrated = subprocess.run([nobill, "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert migrated.returncode == 0, migrated.stderr
+        serving = subprocess.Popen([nobill, "serve"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        try:
+            line = ""
+            while '"serving"' not in line:
+                line = serving.stderr.readline()
+                assert line, "the server exited before serving"
+        finally:
+            serving.send_signal(signal.SIGTERM)
+            serving.communicate(timeout=30)
+        assert serving.returncode == 0
+    finally:
+        with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
