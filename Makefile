@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
-	@echo "==> creating $(VENV) and installing nobill and nobill-client with the dev tools"
+$(STAMP): pyproject.toml client/pyproject.toml sandbox/pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing nobill, nobill-client and nobill-sandbox with the dev tools"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ./client -e ./sandbox -e ".[dev]"
 	@touch $(STAMP)
 
 dev: $(STAMP)  ## start the whole platform on embedded defaults

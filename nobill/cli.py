@@ -218,6 +218,21 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return sandbox_cli.run(args)
 
 
+def _sandbox_missing(args: argparse.Namespace, settings: Settings) -> int:
+    raise ConfigError("nobill sandbox", SANDBOX_MISSING)
+
+
+# The sandbox is its own distribution (sandbox/pyproject.toml), for development and tests
+# only; a production install does not have it.
+SANDBOX_MISSING = "the Stripe sandbox is not installed (pip install nobill-sandbox, part of the dev extra)"
+
+
+def sandbox_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nobill.sandbox") is not None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nobill",
@@ -282,10 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Stripe sandbox",
         description="A stateful, Stripe-compatible HTTP server for offline development and tests.",
     )
-    from nobill.sandbox import cli as sandbox_cli
+    if sandbox_installed():
+        from nobill.sandbox import cli as sandbox_cli
 
-    sandbox_cli.add_arguments(sandbox)
-    sandbox.set_defaults(handler=_sandbox)
+        sandbox_cli.add_arguments(sandbox)
+        sandbox.set_defaults(handler=_sandbox)
+    else:
+        sandbox.set_defaults(handler=_sandbox_missing)
     return parser
 
 

@@ -103,6 +103,10 @@ def prepare(settings: Settings, *, keep: list[Any] | None = None) -> tuple[Setti
         keep.append(redis)
         changes["redis_url"] = url
     if not settings.stripe_api_key:
+        from nobill.cli import SANDBOX_MISSING, sandbox_installed
+
+        if not sandbox_installed():
+            raise ConfigError("STRIPE_API_KEY", f"set it to a Stripe test key, or install the sandbox: {SANDBOX_MISSING}")
         from nobill.sandbox.server import start_sandbox
 
         _progress("starting the Stripe sandbox")

@@ -1,6 +1,7 @@
-"""Two distributions share the `nobill` namespace: the server (pyproject.toml) and
+"""Three distributions share the `nobill` namespace: the server (pyproject.toml),
 nobill-client (client/pyproject.toml: nobill.v1 and nobill.client, needing only grpcio and
-protobuf). Both list their packages by hand; keep the lists complete and disjoint, and
+protobuf) and nobill-sandbox (sandbox/pyproject.toml: the Stripe sandbox, development and
+tests only). Each lists its packages by hand; keep the lists complete and disjoint, and
 check what each built wheel holds."""
 
 from __future__ import annotations
@@ -21,30 +22,32 @@ def _packages(pyproject: Path) -> set[str]:
     return set(tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["packages"])
 
 
+DISTRIBUTIONS = {"server": ROOT, "client": ROOT / "client", "sandbox": ROOT / "sandbox"}
+
+
 def test_every_package_is_in_exactly_one_distribution() -> None:
-    server, client = _packages(ROOT / "pyproject.toml"), _packages(ROOT / "client" / "pyproject.toml")
+    listed = {name: _packages(project / "pyproject.toml") for name, project in DISTRIBUTIONS.items()}
     on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nobill").rglob("__init__.py")}
     on_disk |= {"nobill", "nobill.v1", "nobill.migrations", "nobill.migrations.versions"}
-    assert server | client == on_disk
-    assert server & client == set()
+    assert set().union(*listed.values()) == on_disk
+    assert sum(len(packages) for packages in listed.values()) == len(on_disk), listed
     # A namespace package: an __init__.py in any distribution would hide the others' parts.
     assert not (ROOT / "nobill" / "__init__.py").exists()
 
 
 def _wheel(project: Path, out: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(project)],
-        check=True, capture_output=True, timeout=300,
-    )
-    (wheel,) = out.glob("*.whl")
-    return wheel
+    """Build `project`'s wheel from a clean copy of the sources (no stale build/ directory,
+    no race with another test building the same project)."""
+    from support import build_wheel
+
+    return build_wheel(project, out)
 
 
 def test_the_server_wheel_ships_migrations_but_not_the_client(tmp_path: Path) -> None:
     wheel = _wheel(ROOT, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "nobill/cli.py" in names and "nobill/__init__.py" not in names
-    assert not any(name.startswith(("nobill/v1/", "nobill/client/")) for name in names)
+    assert not any(name.startswith(("nobill/v1/", "nobill/client/", "nobill/sandbox/")) for name in names)
     # Every revision ships, so an installed wheel migrates without the source tree.
     revisions = {f"nobill/migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert revisions | {"nobill/migrations/env.py", "nobill/migrations/rls.py", "nobill/migrations/script.py.mako"} <= names
@@ -108,16 +111,13 @@ def test_the_installed_wheels_migrate_and_serve_without_the_source_tree(tmp_path
     from support import TEST_SECRET, with_database
 
     dist = tmp_path / "dist"
-    _wheel(ROOT / "client", dist)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )
+    _wheel(ROOT / "client", dist / "client")
+    _wheel(ROOT, dist / "server")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
     install = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"),
-         *map(str, dist.glob("*.whl"))],
+         *map(str, dist.glob("*/*.whl"))],
         capture_output=True, text=True, timeout=900,
     )
     assert install.returncode == 0, install.stderr
@@ -128,6 +128,9 @@ def test_the_installed_wheels_migrate_and_serve_without_the_source_tree(tmp_path
     env |= {"NOBILL_DATABASE_URL": with_database(postgres_admin_url, name), "NOBILL_JWT_SECRET": TEST_SECRET,
             "NOBILL_GRPC_ADDR": "127.0.0.1:0"}
     nobill = str(venv / "bin" / "nobill")
+    # Production has no sandbox: the command says how to get it instead of failing obscurely.
+    sandbox = subprocess.run([nobill, "sandbox"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert sandbox.returncode == 2 and "pip install nobill-sandbox" in sandbox.stderr
     try:
         migrated = subprocess.run([nobill, "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert migrated.returncode == 0, migrated.stderr
@@ -144,3 +147,12 @@ def test_the_installed_wheels_migrate_and_serve_without_the_source_tree(tmp_path
     finally:
         with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_sandbox_wheel_holds_only_the_sandbox(tmp_path: Path) -> None:
+    wheel = _wheel(ROOT / "sandbox", tmp_path)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"nobill/sandbox/server.py", "nobill/sandbox/__main__.py", "nobill/sandbox/README.md"} <= names
+    assert all(name.startswith(("nobill/sandbox/", "nobill_sandbox-")) for name in names), names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert "Requires-Dist" not in metadata  # standard library only

@@ -17,15 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def _unpacked_wheel(tmp_path: Path) -> Path:
     """The server wheel and the nobill-client wheel (nobill.v1) unpacked side by side, as
     pip installs them."""
-    for project in (ROOT, ROOT / "client"):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-             str(project)],
-            check=True, capture_output=True, timeout=300,
-        )
+    from support import build_wheel
+
     unpacked = tmp_path / "unpacked"
-    for wheel in tmp_path.glob("nobill*.whl"):
-        zipfile.ZipFile(wheel).extractall(unpacked)
+    for project in (ROOT, ROOT / "client"):
+        zipfile.ZipFile(build_wheel(project, tmp_path / project.name)).extractall(unpacked)
     return unpacked
 
 
