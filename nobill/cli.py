@@ -58,9 +58,8 @@ def _serve_metrics(settings: Settings):  # noqa: ANN202 - MetricsEndpoint | None
     try:
         return serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
     except OSError:
-        raise ConfigError(
-            "NOBILL_METRICS_ADDR", f"cannot listen on {settings.metrics_addr}: {bind_problem(settings.metrics_addr)}"
-        ) from None
+        problem = bind_problem(settings.metrics_addr) or "the address is not available"
+        raise ConfigError("NOBILL_METRICS_ADDR", f"cannot listen on {settings.metrics_addr}: {problem}") from None
 
 
 def _serve_processes(settings: Settings, processes: int, addr_source: str) -> int:
@@ -75,7 +74,7 @@ def _serve_processes(settings: Settings, processes: int, addr_source: str) -> in
         raise ConfigError(addr_source, "several processes need a fixed port, not 0")
     # The children share the port with each other only; refuse a port someone else holds.
     problem = bind_problem(settings.grpc_addr)
-    if problem != "the address is not available":
+    if problem:
         raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {problem}")
     require_latest_schema(settings.require("database_url"))
     env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}

@@ -43,6 +43,35 @@ GRPC_MSG_RECEIVED = Counter(
     "grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", _GRPC_LABELS
 )
 
+class MethodMetrics:
+    """One RPC method's gRPC metrics, with label children bound once (not on every call).
+    Used by the server interceptor; a grpc.aio server records through it the same way."""
+
+    def __init__(self, grpc_type: str, method: str) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._labels = (grpc_type, service, name)
+        self._started = GRPC_STARTED.labels(*self._labels)
+        self._seconds = GRPC_HANDLING_SECONDS.labels(*self._labels)
+        self._received = GRPC_MSG_RECEIVED.labels(*self._labels)
+        self._handled: dict[Any, Any] = {}
+
+    def started(self) -> None:
+        self._started.inc()
+
+    def handled(self, code: Any, seconds: float) -> None:
+        """`code`: the grpc.StatusCode the call ended with."""
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code.name)
+        child.inc()
+        self._seconds.observe(seconds)
+
+    def counting(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            self._received.inc()
+            yield request
+
+
 # --- database pool -------------------------------------------------------------------------
 
 DB_POOL_IN_USE = Gauge(

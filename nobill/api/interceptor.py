@@ -160,7 +160,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- unary -----------------------------------------------------------------------
 
     def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
-        observe = _CallMetrics("unary", method)
+        observe = metrics.MethodMetrics("unary", method)
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -209,7 +209,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- streams ---------------------------------------------------------------------
 
     def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable) -> Callable:
-        observe = _CallMetrics("bidi_stream", method)
+        observe = metrics.MethodMetrics("bidi_stream", method)
 
         def call(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
@@ -267,33 +267,6 @@ def _outcome(
         return getattr(context, "code")(), None
     status = status_for(error, method=method, request_id=request_id)
     return status.code, status
-
-
-class _CallMetrics:
-    """One method's gRPC metrics, with label children bound once (not on every call)."""
-
-    def __init__(self, grpc_type: str, method: str) -> None:
-        service, _, name = method.lstrip("/").partition("/")
-        self._labels = (grpc_type, service, name)
-        self._started = metrics.GRPC_STARTED.labels(*self._labels)
-        self._seconds = metrics.GRPC_HANDLING_SECONDS.labels(*self._labels)
-        self._received = metrics.GRPC_MSG_RECEIVED.labels(*self._labels)
-        self._handled: dict[grpc.StatusCode, Any] = {}
-
-    def started(self) -> None:
-        self._started.inc()
-
-    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, code.name)
-        child.inc()
-        self._seconds.observe(seconds)
-
-    def counting(self, requests: Iterator[Any]) -> Iterator[Any]:
-        for request in requests:
-            self._received.inc()
-            yield request
 
 
 def _is_abort(error: BaseException, context: grpc.ServicerContext) -> bool:

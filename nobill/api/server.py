@@ -142,7 +142,8 @@ def build_server(
     except RuntimeError:  # grpc's "Failed to bind" (address in use, or not local)
         port = 0
     if port == 0:
-        raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {bind_problem(settings.grpc_addr)}")
+        problem = bind_problem(settings.grpc_addr) or "the address is not available"
+        raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {problem}")
     server.start()
     monitor = DatabaseHealth(database, health_servicer, ["", *names])
     return RunningServer(server, port, health_servicer, [monitor])
@@ -168,7 +169,7 @@ def bind_problem(addr: str) -> str:
             if error.errno == errno.EACCES:
                 return "permission denied (ports below 1024 need privileges)"
             return error.strerror or str(error)
-    return "the address is not available"
+    return ""
 
 
 def serve_until(stop: threading.Event, running: RunningServer, *, grace: float = 10.0) -> None:
