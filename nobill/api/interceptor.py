@@ -233,7 +233,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
                 abort(context, status)
             finally:
                 observe.handled(code, time.perf_counter() - started)
-                REQUEST_ID.reset(token)
+                try:
+                    REQUEST_ID.reset(token)
+                except ValueError:  # the stream was closed from another thread (cancelled)
+                    pass
 
         return call
 
