@@ -82,3 +82,48 @@ def test_check_constraints_match_between_tables_and_migrations(database_url: str
 def test_every_exclusion_says_why() -> None:
     for exclusion in EXCLUSIONS:
         assert exclusion.why.strip() and exclusion.kind and exclusion.pattern
+
+
+@pytest.fixture
+def migrations_with_a_newer_revision(tmp_path, monkeypatch):
+    """A copy of the shipped migrations plus one revision after the current head, as the
+    next release would ship."""
+    import shutil
+
+    from nobill.db import migrate
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(migrate.migrations_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    head = migrate.head_revision()
+    (copy / "versions" / "9001_next_release.py").write_text(
+        f'"""Next release."""\nrevision = "9001"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+    monkeypatch.setattr(migrate, "migrations_dir", lambda: copy)
+    return copy
+
+
+def test_a_database_behind_the_latest_revision_is_refused(database_url: str, migrations_with_a_newer_revision) -> None:
+    from nobill.db.migrate import head_revision, require_latest_schema
+    from nobill.errors import ConfigError
+
+    assert head_revision() == "9001"
+    with pytest.raises(ConfigError) as refused:
+        require_latest_schema(database_url)
+    assert refused.value.setting == "NOBILL_DATABASE_URL"
+    assert "this release needs 9001; run `nobill migrate`" in refused.value.problem
+
+
+def test_a_draft_revision_of_an_unchanged_schema_has_nothing_to_do(database_url: str, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from nobill.db import migrate
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(migrate.migrations_dir(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(migrate, "migrations_dir", lambda: copy)
+    head = migrate.head_revision()
+    path = migrate.draft_revision(_engine_url(database_url), "nothing changed")
+    text = path.read_text()
+    assert path.parent == copy / "versions" and f'down_revision = "{head}"' in text.replace("'", '"')
+    assert "op." not in text.split("def upgrade", 1)[1].split("def downgrade", 1)[0]
