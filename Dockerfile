@@ -1,24 +1,25 @@
-# Slim, non-root image that runs `nobill serve`.
+# Slim, non-root image that runs `nobill serve`. It holds the installed wheels only: no
+# source tree (migrations ship inside the package, so `nobill migrate` works from here).
 FROM python:3.11-slim AS build
-WORKDIR /app
+WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+COPY client ./client
 COPY nobill ./nobill
 COPY gen ./gen
 COPY migrations ./migrations
 RUN python -m venv /venv \
  && /venv/bin/pip install --no-cache-dir --upgrade pip \
- && /venv/bin/pip install --no-cache-dir -c constraints.txt -e .
+ && /venv/bin/pip wheel --no-cache-dir --no-deps -w /wheels ./client . \
+ && /venv/bin/pip install --no-cache-dir -c constraints.txt /wheels/*.whl
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /app nobill
 WORKDIR /app
 COPY --from=build /venv /venv
-COPY --from=build --chown=root:root /app /app
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     NOBILL_GRPC_ADDR=0.0.0.0:50051
 USER nobill
 EXPOSE 50051
-# The source tree stays in /app (installed editable) so `nobill migrate` finds migrations/.
 ENTRYPOINT ["nobill"]
 CMD ["serve"]

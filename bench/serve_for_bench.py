@@ -23,7 +23,8 @@ def main() -> int:
     settings = Settings.from_env()
     configure_logging("WARNING", "json")
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
-    running = build_server(settings, database, authentication=not args.no_auth)
+    # Several of these share one port, as `nobill serve --processes N` children do.
+    running = build_server(settings, database, authentication=not args.no_auth, reuse_port=True)
     print(running.port, flush=True)
     serve_until(stop, running, grace=2)
     return 0

@@ -4,7 +4,8 @@ from alembic import op
 
 
 def app_role() -> str:
-    return op.get_context().config.attributes.get("app_role", "nobill_app")
+    config = op.get_context().config
+    return config.attributes.get("app_role", "nobill_app") if config is not None else "nobill_app"
 
 
 def isolate_tenant(table: str, *, privileges: str = "SELECT, INSERT, UPDATE, DELETE") -> None:

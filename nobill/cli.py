@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nobill.config import Settings
+from nobill.config import Settings, parse_address
 from nobill.errors import ConfigError, Unavailable
 from nobill.logs import configure_logging
 from nobill.shutdown import stop_requested
@@ -23,31 +23,67 @@ log = logging.getLogger("nobill.cli")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    addr_source = "NOBILL_GRPC_ADDR"
     if args.addr:
-        settings = settings.replace(grpc_addr=args.addr)
-    processes = args.processes or settings.grpc_processes
+        settings = settings.replace(grpc_addr=parse_address("--addr", args.addr))
+        addr_source = "--addr"
+    processes = _positive("--processes", args.processes) if args.processes is not None else settings.grpc_processes
     if processes > 1:
-        return _serve_processes(settings, processes)
+        return _serve_processes(settings, processes, addr_source)
     from nobill.api.server import build_server, serve_until
     from nobill.db.database import connect
+    from nobill.db.migrate import require_latest_schema
 
     stop = stop_requested()
-    database = connect(
-        settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size
-    )
-    running = build_server(settings, database)
+    url = settings.require("database_url")
+    require_latest_schema(url)
+    database = connect(url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
+    running = build_server(settings, database, reuse_port=args.reuse_port, addr_source=addr_source)
+    endpoint = _serve_metrics(settings)
     log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port, "pid": os.getpid()})
     serve_until(stop, running)
+    if endpoint is not None:
+        endpoint.stop()
     database.dispose()
     return 0
 
 
-def _serve_processes(settings: Settings, processes: int) -> int:
+def _serve_metrics(settings: Settings):  # noqa: ANN202 - MetricsEndpoint | None, imported lazily
+    """Serve /metrics on NOBILL_METRICS_ADDR when it is set."""
+    if not settings.metrics_addr:
+        return None
+    from nobill.api.server import bind_problem
+    from nobill.metrics import serve_metrics
+
+    try:
+        return serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
+    except OSError:
+        problem = bind_problem(settings.metrics_addr) or "the address is not available"
+        raise ConfigError("NOBILL_METRICS_ADDR", f"cannot listen on {settings.metrics_addr}: {problem}") from None
+
+
+def _serve_processes(settings: Settings, processes: int, addr_source: str) -> int:
     """Run `processes` single-process servers sharing one port through SO_REUSEPORT, so
     every core serves calls; forward SIGTERM/SIGINT and wait for all to drain."""
+    import tempfile
+
+    from nobill.api.server import bind_problem
+    from nobill.db.migrate import require_latest_schema
+
     if settings.grpc_addr.endswith(":0"):
-        raise ConfigError("NOBILL_GRPC_ADDR", "several processes need a fixed port, not 0")
+        raise ConfigError(addr_source, "several processes need a fixed port, not 0")
+    # The children share the port with each other only; refuse a port someone else holds.
+    problem = bind_problem(settings.grpc_addr)
+    if problem:
+        raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {problem}")
+    require_latest_schema(settings.require("database_url"))
     env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}
+    metrics_dir = None
+    if settings.metrics_addr:
+        # Each child writes its samples here; this process serves their sum.
+        metrics_dir = tempfile.mkdtemp(prefix="nobill-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        env["NOBILL_METRICS_ADDR"] = ""
     children: list[subprocess.Popen] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -57,12 +93,31 @@ def _serve_processes(settings: Settings, processes: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    endpoint = _serve_metrics(settings)
     children.extend(
-        subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env) for _ in range(processes)
+        subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve", "--reuse-port"], env=env) for _ in range(processes)
     )
     log.info("serving", extra={"addr": settings.grpc_addr, "processes": processes, "pids": [c.pid for c in children]})
-    codes = [child.wait() for child in children]
+    codes = []
+    for child in children:
+        codes.append(child.wait())
+        if metrics_dir:
+            from nobill.metrics import mark_process_dead
+
+            mark_process_dead(child.pid)
+    if endpoint is not None:
+        endpoint.stop()
+    if metrics_dir:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return max(codes, key=abs)
+
+
+def _positive(name: str, value: int) -> int:
+    if value <= 0:
+        raise ConfigError(name, f"must be a positive number, got {value}")
+    return value
 
 
 # --- worker ------------------------------------------------------------------------
@@ -71,7 +126,16 @@ def _serve_processes(settings: Settings, processes: int) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.jobs.runner import run_worker
 
-    run_worker(settings, threads=args.threads)
+    threads = _positive("--threads", args.threads)
+    settings.require("redis_url")
+    if settings.database_url:
+        from nobill.db.migrate import require_latest_schema
+
+        require_latest_schema(settings.database_url)
+    endpoint = _serve_metrics(settings)
+    run_worker(settings, threads=threads)
+    if endpoint is not None:
+        endpoint.stop()
     return 0
 
 
@@ -79,7 +143,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from nobill.db.migrate import upgrade
+    from nobill.db.migrate import draft_revision, upgrade
+
+    if args.draft:
+        path = draft_revision(settings.require("database_url"), args.draft)
+        print(f"drafted {path}; review it (autogenerate misses RLS policies, grants and CHECK constraints)")
+        return 0
 
     # Each revision applied is logged, so a long migration shows where it is.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
@@ -203,11 +272,15 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.dev import run_dev
 
+    data_dir_source = "NOBILL_DATA_DIR"
     if args.data_dir:
         settings = settings.replace(data_dir=args.data_dir)
+        data_dir_source = "--data-dir"
+    addr_source = "NOBILL_GRPC_ADDR"
     if args.addr:
-        settings = settings.replace(grpc_addr=args.addr)
-    run_dev(settings, ready_file=args.ready_file)
+        settings = settings.replace(grpc_addr=parse_address("--addr", args.addr))
+        addr_source = "--addr"
+    run_dev(settings, ready_file=args.ready_file, addr_source=addr_source, data_dir_source=data_dir_source)
     return 0
 
 
@@ -218,6 +291,21 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.sandbox import cli as sandbox_cli
 
     return sandbox_cli.run(args)
+
+
+def _sandbox_missing(args: argparse.Namespace, settings: Settings) -> int:
+    raise ConfigError("nobill sandbox", SANDBOX_MISSING)
+
+
+# The sandbox is its own distribution (sandbox/pyproject.toml), for development and tests
+# only; a production install does not have it.
+SANDBOX_MISSING = "the Stripe sandbox is not installed (pip install nobill-sandbox, part of the dev extra)"
+
+
+def sandbox_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nobill.sandbox") is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,8 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gRPC server", description="Run the gRPC server.")
     serve.add_argument("--addr", help="host:port to listen on (default: NOBILL_GRPC_ADDR)")
     serve.add_argument(
-        "--processes", type=int, default=0, help="server processes sharing the port (default: NOBILL_GRPC_PROCESSES)"
+        "--processes", type=int, help="server processes sharing the port (default: NOBILL_GRPC_PROCESSES)"
     )
+    # Set by `serve --processes N` on its children only: they share the port with each other.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     worker = commands.add_parser(
@@ -245,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="apply database migrations", description="Apply Alembic migrations to NOBILL_DATABASE_URL."
     )
     migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument(
+        "--draft", metavar="MESSAGE",
+        help="instead of migrating, draft a new revision from the difference between the tables in "
+        "nobill/*/tables.py and the (fully migrated) database",
+    )
     migrate.set_defaults(handler=_migrate)
 
     token = commands.add_parser(
@@ -302,10 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Stripe sandbox",
         description="A stateful, Stripe-compatible HTTP server for offline development and tests.",
     )
-    from nobill.sandbox import cli as sandbox_cli
+    if sandbox_installed():
+        from nobill.sandbox import cli as sandbox_cli
 
-    sandbox_cli.add_arguments(sandbox)
-    sandbox.set_defaults(handler=_sandbox)
+        sandbox_cli.add_arguments(sandbox)
+        sandbox.set_defaults(handler=_sandbox)
+    else:
+        sandbox.set_defaults(handler=_sandbox_missing)
     return parser
 
 

@@ -78,6 +78,15 @@ def _address(name: str, value: str) -> str:
     return value
 
 
+def _optional_address(name: str, value: str) -> str | None:
+    return _address(name, value) if value else None
+
+
+def parse_address(name: str, value: str) -> str:
+    """host:port as NOBILL_GRPC_ADDR takes it, for a command-line flag; ConfigError names `name`."""
+    return _address(name, value.strip())
+
+
 def _http_url(name: str, value: str) -> str | None:
     if not value:
         return None
@@ -149,6 +158,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_GRPC_ADDR", "grpc_addr", "127.0.0.1:50051", "host:port the gRPC server listens on (port 0 picks a free one).", _address),
     Setting("NOBILL_GRPC_THREADS", "grpc_threads", "32", "Worker threads per server process.", _positive_int),
     Setting("NOBILL_GRPC_PROCESSES", "grpc_processes", "1", "Server processes sharing the port (SO_REUSEPORT).", _positive_int),
+    Setting("NOBILL_METRICS_ADDR", "metrics_addr", "", "host:port of the Prometheus /metrics endpoint of `serve` and `worker` (and `dev`). Unset: no endpoint.", _optional_address),
     Setting("NOBILL_JWT_SECRET", "jwt_secret", "", "HS256 secret (32+ bytes) for verifying and minting tokens.", _optional_text),
     Setting("NOBILL_JWT_JWKS_FILE", "jwt_jwks_file", "", "Path of a JWKS file with the RS256/ES256 public keys of the identity provider.", _optional_text),
     Setting("NOBILL_JWT_ISSUER", "jwt_issuer", "nobill", "Required `iss` claim.", _text),
@@ -180,6 +190,7 @@ class Settings:
     grpc_addr: str = "127.0.0.1:50051"
     grpc_threads: int = 32
     grpc_processes: int = 1
+    metrics_addr: str | None = None
     jwt_secret: str | None = None
     jwt_jwks_file: str | None = None
     jwt_issuer: str = "nobill"

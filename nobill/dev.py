@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
 from nobill.config import Settings
+from nobill.errors import ConfigError
+from nobill.logs import configure_logging
 from nobill.shutdown import stop_requested
 
 log = logging.getLogger("nobill.dev")
@@ -21,6 +24,39 @@ DEV_USER = {"subject": "dev-user", "email": "dev@nobill.local"}
 
 def _progress(step: str) -> None:
     print(f"==> {step}", flush=True)
+    log.info(step)
+
+
+def lock_data_dir(data_dir: Path, *, source: str = "NOBILL_DATA_DIR") -> IO[str]:
+    """Hold an exclusive lock on the data dir for this process's lifetime (the kernel drops
+    it when the process dies, even by SIGKILL); refuse a dir another `nobill dev` holds."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / "dev.lock", "a+")  # noqa: SIM115 - kept open while running
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(
+            source, f"{data_dir} is in use by another `nobill dev` (pid {holder}); stop it or choose another data dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def log_to_file(settings: Settings, data_dir: Path) -> Path:
+    """Keep the terminal for progress and errors: everything else is logged to a file."""
+    import warnings
+
+    path = data_dir / "dev.log"
+    configure_logging(settings.log_level, settings.log_format, log_file=path, console_level=logging.ERROR)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    return path
 
 
 def _ensure_database(url: str, name: str) -> str:
@@ -56,15 +92,16 @@ def _audit_keys(settings: Settings, data_dir: Path) -> tuple[tuple[str, bytes], 
     return Settings.from_env({"NOBILL_AUDIT_KEY": path.read_text().strip()}).audit_keys
 
 
-def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
+def prepare(settings: Settings, *, keep: list[Any] | None = None) -> tuple[Settings, list[Any]]:
     """Start whatever is not configured (PostgreSQL, Redis, the Stripe sandbox), apply
-    migrations; returns the completed settings and handles to keep alive."""
+    migrations; returns the completed settings and handles to keep alive (also appended to
+    `keep` as they start, so a failure half-way can still stop them)."""
     from nobill.db.migrate import upgrade
     from nobill.embedded import start_postgres, start_redis
 
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    keep: list[Any] = []
+    keep = [] if keep is None else keep
     changes: dict[str, Any] = {}
     if not settings.database_url:
         _progress(f"starting embedded PostgreSQL in {data_dir / 'postgres'}")
@@ -77,6 +114,10 @@ def prepare(settings: Settings) -> tuple[Settings, list[Any]]:
         keep.append(redis)
         changes["redis_url"] = url
     if not settings.stripe_api_key:
+        from nobill.cli import SANDBOX_MISSING, sandbox_installed
+
+        if not sandbox_installed():
+            raise ConfigError("STRIPE_API_KEY", f"set it to a Stripe test key, or install the sandbox: {SANDBOX_MISSING}")
         from nobill.sandbox.server import start_sandbox
 
         _progress("starting the Stripe sandbox")
@@ -114,16 +155,40 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     }
 
 
-def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
+def run_dev(
+    settings: Settings, *, ready_file: str | None = None, addr_source: str = "NOBILL_GRPC_ADDR",
+    data_dir_source: str = "NOBILL_DATA_DIR",
+) -> None:
+    stop = stop_requested()
+    data_dir = Path(settings.data_dir).resolve()
+    lock = lock_data_dir(data_dir, source=data_dir_source)
+    _progress(f"details go to {log_to_file(settings, data_dir)}")
+    keep: list[Any] = []
+    try:
+        settings, _ = prepare(settings, keep=keep)
+        _serve(settings, stop, ready_file=ready_file, addr_source=addr_source)
+    finally:
+        for handle in reversed(keep):
+            close = getattr(handle, "stop", None) or getattr(handle, "shutdown", None)
+            if callable(close):
+                close()
+        lock.close()
+
+
+def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source: str) -> None:
+    """Run the server and the worker until `stop` is set."""
     from nobill.api.server import build_server
     from nobill.db.database import connect
     from nobill.jobs.runner import start_worker
 
-    stop = stop_requested()
-    settings, keep = prepare(settings)
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     _progress("starting the gRPC server and the worker")
-    running = build_server(settings, database)
+    running = build_server(settings, database, addr_source=addr_source)
+    endpoint = None
+    if settings.metrics_addr:
+        from nobill.metrics import serve_metrics
+
+        endpoint = serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
     worker = start_worker(settings.require("redis_url"), threads=2, namespace=settings.redis_namespace)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
@@ -150,8 +215,6 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     print("stopping...", flush=True)
     running.stop(grace=5)
     worker.stop(timeout=10_000)
+    if endpoint is not None:
+        endpoint.stop()
     database.dispose()
-    for handle in reversed(keep):
-        close = getattr(handle, "stop", None) or getattr(handle, "shutdown", None)
-        if callable(close):
-            close()

@@ -99,3 +99,32 @@ def with_database(url: str, name: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def build_wheel(project: Any, out: Any) -> Any:
+    """Build the wheel of `project` (the repository root, client/ or sandbox/) from a clean
+    copy of the repository's sources into `out`; returns its path."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    relative = Path(project).resolve().relative_to(root)
+    ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info", ".mypy_cache")
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "src"
+        copy.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(root / name, copy / name)
+        for name in ("nobill", "gen", "migrations", "client", "sandbox"):
+            shutil.copytree(root / name, copy / name, ignore=ignore)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out),
+             str(copy / relative)],
+            check=True, capture_output=True, timeout=300,
+        )
+    (wheel,) = Path(out).glob("*.whl")
+    return wheel

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -167,7 +168,7 @@ def test_serve_runs_several_processes_on_one_port_and_stops_on_sigterm(database_
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
-        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET,
+        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
              "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -275,3 +276,167 @@ def test_dev_starts_everything_embedded_and_keeps_data_across_restarts(tmp_path:
             assert got.organization.name == "CLI Co"
     finally:
         _stop(process)
+
+
+# --- settings a new user gets wrong: exit 2, naming what to fix ----------------------------
+
+
+def test_serve_with_a_garbage_addr_names_the_flag(database_url: str) -> None:
+    result = nobill("serve", "--addr", "garbage", env={"NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY})
+    assert result.returncode == 2, result.stderr
+    assert "--addr" in result.stderr and "host:port" in result.stderr and "NOBILL_GRPC_ADDR" not in result.stderr
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_serve_with_no_processes_names_the_flag(count: str) -> None:
+    result = nobill("serve", "--processes", count, env={"NOBILL_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"})
+    assert result.returncode == 2 and "--processes" in result.stderr
+
+
+def test_worker_with_no_threads_names_the_flag() -> None:
+    result = nobill("worker", "--threads", "0", env={"NOBILL_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.returncode == 2 and "--threads" in result.stderr
+
+
+def test_a_database_url_pointing_at_nothing_names_the_setting() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = nobill(
+        "serve", env={"NOBILL_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/nobill", "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY}
+    )
+    assert result.returncode == 2, result.stderr
+    assert "NOBILL_DATABASE_URL" in result.stderr and "cannot reach PostgreSQL" in result.stderr
+
+
+@pytest.fixture
+def empty_database(postgres_admin_url: str):
+    name = f"nobill_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield with_database(postgres_admin_url, name)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_database_that_is_not_migrated(empty_database: str, redis_url: str, command: str) -> None:
+    env = {"NOBILL_DATABASE_URL": empty_database, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY, "NOBILL_REDIS_URL": redis_url}
+    result = nobill(command, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "NOBILL_DATABASE_URL" in result.stderr and "run `nobill migrate`" in result.stderr
+
+
+def test_serve_refuses_a_database_at_a_revision_it_does_not_know(empty_database: str) -> None:
+    assert nobill("migrate", env={"NOBILL_DATABASE_URL": empty_database}).returncode == 0
+    with psycopg.connect(empty_database, autocommit=True) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = nobill("serve", env={"NOBILL_DATABASE_URL": empty_database, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY})
+    assert result.returncode == 2, result.stderr
+    assert "revision 9999" in result.stderr and "does not know" in result.stderr
+
+
+def test_the_migrations_ship_inside_the_package() -> None:
+    from nobill.db.migrate import head_revision, migrations_dir
+
+    assert migrations_dir().name == "migrations" and (migrations_dir() / "env.py").exists()
+    assert head_revision()
+
+
+# --- one server per address ------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_second_server_on_the_same_address_is_refused(database_url: str) -> None:
+    port = _free_port()
+    env = {**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
+           "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"}
+    first = subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        _create_org(f"127.0.0.1:{port}", mint())
+        for args in (["serve"], ["serve", "--processes", "2"]):
+            second = nobill(*args, env={k: v for k, v in env.items() if k.startswith("NOBILL_")})
+            assert second.returncode == 2, second.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "in use" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+@pytest.mark.e2e
+def test_several_processes_report_their_summed_metrics(database_url: str) -> None:
+    port, metrics_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
+        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
+             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_METRICS_ADDR": f"127.0.0.1:{metrics_port}"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        for _ in range(6):  # one connection each: the kernel spreads them over both processes
+            _create_org(f"127.0.0.1:{port}", mint())
+        from test_metrics import scrape, value
+
+        text = scrape(metrics_port)
+        labels = {"grpc_service": "nobill.v1.TenancyService", "grpc_method": "CreateOrganization", "grpc_code": "OK"}
+        assert value(text, "grpc_server_handled_total", **labels) == 6, text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+
+
+# --- nobill dev: one per data dir, cleans up after a SIGKILL, quiet cold start --------------------
+
+
+def _processes_using(path: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(path).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture
+def outside_pytest_tmp() -> Iterator[Path]:
+    """A directory outside pytest's basetemp: every new pytest session on the machine resets
+    /tmp/pytest-of-<user> to 0700, which locks out embedded PostgreSQL's own system user."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="nobill-dev-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.e2e
+def test_dev_cold_start_shows_progress_only_and_cleans_up_after_sigkill(outside_pytest_tmp: Path) -> None:
+    tmp_path = outside_pytest_tmp
+    info, process = _run_dev(tmp_path, {})
+    data = tmp_path / "data"
+    try:
+        # A second `nobill dev` on the same data dir is refused, naming the flag.
+        second = nobill("dev", "--data-dir", str(data), "--addr", "127.0.0.1:0", timeout=60)
+        assert second.returncode == 2 and "--data-dir" in second.stderr and "in use" in second.stderr
+        assert _processes_using(data / "postgres") and _processes_using(data / "redis")
+    finally:
+        process.kill()  # SIGKILL: nothing of ours runs to clean up
+        stdout, stderr = process.communicate(timeout=30)
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    banner = lines.index("NOBill is running.")
+    assert all(line.startswith("==> ") for line in lines[:banner]), stdout
+    assert stderr.strip() == "", stderr
+    assert (data / "dev.log").stat().st_size > 0
+    # Redis keeps its config, log and pid file under the data dir, not in /tmp.
+    assert {"redis.conf", "redis.log"} <= {path.name for path in (data / "redis").iterdir()}
+
+    # The next start reuses or replaces what was left running; its stop stops everything.
+    (tmp_path / "ready").unlink()
+    info, process = _run_dev(tmp_path, {})
+    _stop(process)
+    _wait_for(lambda: not _processes_using(data), timeout=30, what="embedded servers to stop")

@@ -1,6 +1,7 @@
 """The package as shipped type-checks against its generated stubs (nobill/v1/*.pyi), so
 clients' typed stubs stay honest. mypy runs on the built wheel's layout, where nobill.v1
-sits inside nobill/ (in the source tree it lives in gen/ and mypy would see only Any)."""
+sits inside nobill/ (in the source tree it lives in gen/ and mypy would see only Any).
+nobill.v1 ships in the nobill-client wheel, so both wheels are unpacked together."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _unpacked_wheel(tmp_path: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )
-    (wheel,) = tmp_path.glob("nobill-*.whl")
+    """The server wheel and the nobill-client wheel (nobill.v1) unpacked side by side, as
+    pip installs them."""
+    from support import build_wheel
+
     unpacked = tmp_path / "unpacked"
-    zipfile.ZipFile(wheel).extractall(unpacked)
+    for project in (ROOT, ROOT / "client"):
+        zipfile.ZipFile(build_wheel(project, tmp_path / project.name)).extractall(unpacked)
     return unpacked
 
 

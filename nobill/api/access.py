@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import ServiceDescriptor
 
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
 from nobill.errors import ConfigError
-from nobill.v1 import access_pb2, audit_pb2, billing_pb2, tenancy_pb2, usage_pb2
-
-SERVICE_FILES: tuple[FileDescriptor, ...] = (
-    tenancy_pb2.DESCRIPTOR,
-    billing_pb2.DESCRIPTOR,
-    usage_pb2.DESCRIPTOR,
-    audit_pb2.DESCRIPTOR,
-)
+from nobill.v1 import access_pb2
 
 # Infrastructure services that answer without credentials (load balancers, grpcurl).
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
@@ -28,7 +21,10 @@ class AccessRule:
 
 
 def nobill_services() -> list[ServiceDescriptor]:
-    return [service for file in SERVICE_FILES for service in file.services_by_name.values()]
+    """The services the server registers (nobill/api/registry.py)."""
+    from nobill.api.registry import SERVICES
+
+    return [service.descriptor for service in SERVICES]
 
 
 def load_rules(services: list[ServiceDescriptor] | None = None) -> dict[str, AccessRule]:

@@ -1,5 +1,5 @@
-"""The one server interceptor: request id → authentication → permission → unit of work →
-typed errors → call log. Every NOBill RPC passes through it."""
+"""The one server interceptor: request id → metrics → authentication → permission → unit of
+work → typed errors (nobill.api.status) → call log. Every NOBill RPC passes through it."""
 
 from __future__ import annotations
 
@@ -13,43 +13,23 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
-from sqlalchemy.exc import OperationalError
 
-from nobill import ids
+from nobill import ids, metrics
 from nobill.api.access import OPEN_SERVICES, AccessRule
 from nobill.api.context import CallContext, OrgCallContext
 from nobill.api.limits import CallLimits
+from nobill.api.status import CallStatus, abort, status_for
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.authorization import Grant, grant_in_org
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES, changes_state
 from nobill.auth.principals import Principal, ServicePrincipal, UserPrincipal
 from nobill.db.database import Database
-from nobill.db.errors import is_connection_error, is_transaction_conflict
+from nobill.db.errors import is_transaction_conflict
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.errors import (
-    AlreadyExists,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
+from nobill.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from nobill.logs import REQUEST_ID
 
 log = logging.getLogger("nobill.api")
-
-STATUS_OF: dict[type[DomainError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -101,23 +81,33 @@ def _check_org_access(rule: AccessRule, principal: Principal, grant: Grant | Non
     """Raise unless the grant holds the rule's permission. A caller with no standing in the
     org learns nothing about it, not even that it exists."""
     if grant is None:
-        raise NotFound(f"organization {org_id} not found")
+        raise NotFound(f"organization {org_id} not found", reason="ORG_NOT_FOUND")
     if rule.permission not in grant.permissions:
+        needs = {"permission": rule.permission}
         if isinstance(principal, ServicePrincipal):
-            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+            raise PermissionDenied(
+                f"this call needs the {rule.permission} scope, which the token does not carry",
+                reason="SCOPE_MISSING", metadata=needs,
+            )
         role = grant.role.value if grant.role else "none"
-        raise PermissionDenied(f"this call needs the {rule.permission} permission, which the {role} role does not grant")
+        raise PermissionDenied(
+            f"this call needs the {rule.permission} permission, which the {role} role does not grant",
+            reason="PERMISSION_MISSING", metadata=needs,
+        )
     return grant
 
 
 def _check_orgless_access(rule: AccessRule, principal: Principal) -> None:
     if rule.kind == "any_user" and not isinstance(principal, UserPrincipal):
-        raise PermissionDenied("only users may call this method; service tokens cannot")
+        raise PermissionDenied("only users may call this method; service tokens cannot", reason="USERS_ONLY")
     if rule.kind == "service_scope":
         if not isinstance(principal, ServicePrincipal):
-            raise PermissionDenied("only internal services may call this method")
+            raise PermissionDenied("only internal services may call this method", reason="SERVICES_ONLY")
         if rule.permission not in principal.scopes:
-            raise PermissionDenied(f"this call needs the {rule.permission} scope, which the token does not carry")
+            raise PermissionDenied(
+                f"this call needs the {rule.permission} scope, which the token does not carry",
+                reason="SCOPE_MISSING", metadata={"permission": rule.permission},
+            )
 
 
 class NobillInterceptor(grpc.ServerInterceptor):
@@ -171,37 +161,24 @@ class NobillInterceptor(grpc.ServerInterceptor):
 
     # --- shared steps ----------------------------------------------------------------
 
-    def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
+    def _begin(self, context: grpc.ServicerContext) -> str:
+        """The call's request id (the caller's, if well-formed). It is set before anything
+        can refuse the call, so every log line of a refused call carries it too (even one
+        refused for its headers)."""
         request_id = next((value for key, value in context.invocation_metadata() if key == "x-request-id"), "")
         if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
         context.set_trailing_metadata((("x-request-id", request_id),))
+        return request_id
+
+    def _authenticate(self, context: grpc.ServicerContext) -> Principal:
         metadata = _metadata(context)
         if self._authenticator is None:
-            return request_id, UNCHECKED_PRINCIPAL
+            return UNCHECKED_PRINCIPAL
         authorization = metadata.get("authorization")
         if authorization is not None and len(authorization) > 16_384:
             raise Unauthenticated()
-        return request_id, self._authenticator.authenticate(authorization)
-
-    def _fail(self, context: grpc.ServicerContext, method: str, request_id: str, error: BaseException) -> None:
-        """Map an exception to a status and abort the call (abort raises)."""
-        if isinstance(error, DomainError):
-            code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
-            message = error.message
-        elif isinstance(error, OperationalError) or is_connection_error(error):
-            # Every lost or refused database connection, whichever layer raised it.
-            code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
-        elif is_transaction_conflict(error):
-            code, message = grpc.StatusCode.UNAVAILABLE, "a concurrent change conflicted with this call; retry"
-        elif isinstance(error, NotImplementedError):
-            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
-        else:
-            log.error("unexpected error", exc_info=error, extra={"method": method, "request_id": request_id})
-            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-        if code is not grpc.StatusCode.INTERNAL:
-            log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
-        context.abort(code, message)
+        return self._authenticator.authenticate(authorization)
 
     def _admit(self, method: str, principal: Principal) -> Callable[[], None]:
         """Count the call against the caller's limits (nobill.api.limits); the returned
@@ -224,12 +201,17 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- unary -----------------------------------------------------------------------
 
     def _wrap_unary(self, method: str, rule: AccessRule, behavior: Callable, decode: Callable[[bytes], Any]) -> Callable:
+        observe = metrics.MethodMetrics("unary", method)
+
         def call(raw_request: bytes, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            request_id = ""
+            observe.started()
+            request_id = self._begin(context)
+            token = REQUEST_ID.set(request_id)
+            code = grpc.StatusCode.OK
             release = _nothing
             try:
-                request_id, principal = self._begin(context)
+                principal = self._authenticate(context)
                 release = self._admit(method, principal)
                 request = decode(raw_request)
                 if rule.kind == "org_permission":
@@ -238,11 +220,14 @@ class NobillInterceptor(grpc.ServerInterceptor):
                     _check_orgless_access(rule, principal)
                     response = behavior(request, CallContext(context, principal, request_id, self._database))
             except Exception as error:  # noqa: BLE001 - every failure gets a typed status
-                if _is_abort(error, context):
+                code, status = _outcome(error, context, method, request_id)
+                if status is None:
                     raise
-                self._fail(context, method, request_id, error)
+                abort(context, status)
             finally:
                 release()
+                observe.handled(code, time.perf_counter() - started)
+                REQUEST_ID.reset(token)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "call",
@@ -283,25 +268,38 @@ class NobillInterceptor(grpc.ServerInterceptor):
     # --- streams ---------------------------------------------------------------------
 
     def _wrap_stream(self, method: str, rule: AccessRule, behavior: Callable, decode: Callable[[bytes], Any]) -> Callable:
+        observe = metrics.MethodMetrics("bidi_stream", method)
+
         def call(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-            request_id = ""
+            started = time.perf_counter()
+            observe.started()
+            request_id = self._begin(context)
+            token = REQUEST_ID.set(request_id)
+            code = grpc.StatusCode.CANCELLED  # unless the stream ends (OK) or fails (its code)
             release = _nothing
             try:
-                request_id, principal = self._begin(context)
+                principal = self._authenticate(context)
                 release = self._admit(method, principal)
-                request_iterator: Iterator[Any] = (decode(raw) for raw in raw_requests)
+                request_iterator: Iterator[Any] = observe.counting(decode(raw) for raw in raw_requests)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
                     checked: Iterator[Any] = request_iterator
                 else:
                     checked = self._authorized_requests(rule, principal, request_iterator)
                 yield from behavior(checked, CallContext(context, principal, request_id, self._database))
+                code = grpc.StatusCode.OK
             except Exception as error:  # noqa: BLE001
-                if _is_abort(error, context):
+                code, status = _outcome(error, context, method, request_id)
+                if status is None:
                     raise
-                self._fail(context, method, request_id, error)
+                abort(context, status)
             finally:
                 release()
+                observe.handled(code, time.perf_counter() - started)
+                try:
+                    REQUEST_ID.reset(token)
+                except ValueError:  # the stream was closed from another thread (cancelled)
+                    pass
 
         return call
 
@@ -330,11 +328,15 @@ def _nothing() -> None:
     return None
 
 
-def _status_of_base(error: DomainError) -> grpc.StatusCode:
-    for kind, code in STATUS_OF.items():
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+def _outcome(
+    error: BaseException, context: grpc.ServicerContext, method: str, request_id: str
+) -> tuple[grpc.StatusCode, CallStatus | None]:
+    """The code a failed call ends with, and the status to abort it with (None when the
+    handler already aborted it with context.abort())."""
+    if _is_abort(error, context):
+        return getattr(context, "code")(), None
+    status = status_for(error, method=method, request_id=request_id)
+    return status.code, status
 
 
 def _is_abort(error: BaseException, context: grpc.ServicerContext) -> bool:

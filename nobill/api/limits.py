@@ -41,7 +41,11 @@ class Exhausted(ResourceExhausted):
 
     def __init__(self, message: str, *, retry_after_seconds: float) -> None:
         self.retry_after_seconds = max(0.001, retry_after_seconds)
-        super().__init__(f"{message}; retry in {math.ceil(self.retry_after_seconds * 1000)} ms")
+        super().__init__(
+            f"{message}; retry in {math.ceil(self.retry_after_seconds * 1000)} ms",
+            retry_after=self.retry_after_seconds,  # sent as google.rpc.RetryInfo
+            reason="RATE_LIMITED",
+        )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from nobill.errors import ConfigError, Unavailable
+from nobill import metrics
+from nobill.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        metrics.DB_POOL_LIMIT.dec(2 * self.engine.pool.size())  # type: ignore[attr-defined]
 
 
 def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> Database:
@@ -48,8 +50,12 @@ def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> D
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f'SET ROLE "{app_role}"')
 
+    # Pool use, for the metrics endpoint: a gauge moved on each checkout and check-in.
+    event.listen(engine, "checkout", lambda *_: metrics.DB_POOL_IN_USE.inc())
+    event.listen(engine, "checkin", lambda *_: metrics.DB_POOL_IN_USE.dec())
     database = Database(engine=engine, app_role=app_role)
     check_app_role(database)
+    metrics.DB_POOL_LIMIT.inc(2 * pool_size)
     return database
 
 
@@ -66,7 +72,10 @@ def check_app_role(database: Database) -> None:
             raise ConfigError(
                 "NOBILL_DB_APP_ROLE", f"role {database.app_role!r} does not exist; run `nobill migrate` first"
             ) from None
-        raise Unavailable(f"cannot reach PostgreSQL: {error.orig}") from None
+        reason = str(error.orig).strip().splitlines()[-1] if str(error.orig).strip() else type(error.orig).__name__
+        raise ConfigError(
+            "NOBILL_DATABASE_URL", f"cannot reach PostgreSQL ({reason}); check the URL and that the server is up"
+        ) from None
     except Exception as error:  # psycopg raises ProgrammingError subclasses for SET ROLE failures
         if database.app_role in str(error):
             raise ConfigError(

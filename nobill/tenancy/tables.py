@@ -1,6 +1,6 @@
 """Tables of the tenancy domain."""
 
-from sqlalchemy import Column, DateTime, ForeignKeyConstraint, Index, PrimaryKeyConstraint, Table, Text
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKeyConstraint, Index, PrimaryKeyConstraint, Table, Text
 
 from nobill.db.base import metadata
 
@@ -34,5 +34,7 @@ memberships = Table(
     PrimaryKeyConstraint("org_id", "user_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    # Named "memberships_role_check" by the naming convention in nobill/db/base.py.
+    CheckConstraint("role IN ('owner', 'admin', 'member', 'billing_manager')", name="role"),
     Index("memberships_user_id_idx", "user_id"),
 )
