@@ -182,7 +182,10 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
                 .values(state="parked", org_id=org_id, last_error=error.message, attempts=stripe_events.c.attempts + 1)
             )
             uow.commit()
-            log.error("stripe event parked: Stripe refused the re-read", extra={"event_id": event_id, "error": error.message})
+            log.error(
+                "stripe event parked: Stripe refused the re-read",
+                extra={"event_id": event_id, "event_type": locked.payload["type"], "error": error.message},
+            )
             return "parked"
         uow.execute(
             update(stripe_events)

@@ -161,7 +161,7 @@ class StripeGateway:
         return self._plain(
             self._call(
                 "subscriptions.retrieve",
-                lambda v1: v1.subscriptions.retrieve(subscription_id, {"expand": ["default_payment_method"]}),
+                lambda v1: v1.subscriptions.retrieve(subscription_id),
             )
         )
 
