@@ -63,18 +63,26 @@ def ensure_customer(*, uow: UnitOfWork, gateway: StripeGateway, org_id: str) -> 
     ).scalar_one_or_none()
     if outbox_id is None:
         raise FailedPrecondition("the organization's Stripe customer could not be created; see GetSubscription's sync_error")
-    row = outbox.lock_pending(uow=uow, outbox_id=outbox_id)
-    if row is None:
-        raise Unavailable("the organization's Stripe customer is being created; retry in a second", retry_after_seconds=1)
-    try:
-        outcome = outbox.perform(uow=uow, gateway=gateway, row=row)
-    except StripeTransient as error:
-        raise Unavailable(f"Stripe is unavailable ({error.message}); retry shortly", retry_after_seconds=_retry_after(gateway)) from error
-    if outcome != "done":
-        raise FailedPrecondition("the organization's Stripe customer could not be created; see GetSubscription's sync_error")
+    # Wait for a worker that is creating it right now (its Stripe call is short), then
+    # find its result, or run the row here with the same idempotency key.
+    row = outbox.lock_pending(uow=uow, outbox_id=outbox_id, wait=True)
+    if row is not None:
+        try:
+            outcome = outbox.perform(uow=uow, gateway=gateway, row=row)
+        except StripeTransient as error:
+            raise Unavailable(
+                f"Stripe is unavailable ({error.message}); retry in {_retry_after(gateway)} s",
+                retry_after_seconds=_retry_after(gateway),
+            ) from error
+        if outcome != "done":
+            raise FailedPrecondition(
+                "the organization's Stripe customer could not be created; see GetSubscription's sync_error"
+            )
     customer_id = uow.execute(
         select(stripe_customers.c.stripe_customer_id).where(stripe_customers.c.org_id == org_id)
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if not customer_id:
+        raise FailedPrecondition("the organization's Stripe customer could not be created; see GetSubscription's sync_error")
     return customer_id
 
 

@@ -25,7 +25,7 @@ class StripeCircuitOpen(StripeTransient):
     """The circuit breaker is open: Stripe failed repeatedly, calls are not even tried."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__(f"Stripe is unavailable; retry in {retry_after:.0f} s")
+        super().__init__(f"circuit breaker open after repeated failures; not calling Stripe for {retry_after:.0f} s")
         self.retry_after = retry_after
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 TOLERANCE_SECONDS = 300
@@ -34,6 +35,10 @@ def verify_event(payload: bytes, signature_header: str, secrets: tuple[str, ...]
             last_error = str(error.user_message or error)
     else:
         raise InvalidWebhook(f"bad signature: {last_error}")
+    # stripe-python checks only the past; a timestamp far ahead is as suspect as a stale one.
+    timestamps = [part[2:] for part in signature_header.split(",") if part.startswith("t=")]
+    if not timestamps or not timestamps[0].isdigit() or int(timestamps[0]) > time.time() + tolerance:
+        raise InvalidWebhook("bad signature: timestamp outside the tolerance zone")
     try:
         event = json.loads(text)
     except ValueError:
