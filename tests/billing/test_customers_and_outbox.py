@@ -11,7 +11,8 @@ import time
 from sqlalchemy import select
 
 from billing_helpers import BillingWorld, audit_events, wait_for
-from nobill.billing import accounts, actors_context, customers, outbox
+from nobill.audit import service as audit
+from nobill.billing import accounts, actors_context, customers, outbox, subscriptions
 from nobill.billing.tables import billing_due_work, stripe_outbox
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.gateway import StripeGateway
@@ -112,3 +113,21 @@ def test_the_sweep_hands_over_a_row_whose_enqueue_was_lost(billing: BillingWorld
             select(billing_due_work.c.kind).where(billing_due_work.c.org_id == org_id, billing_due_work.c.kind == "outbox")
         ).all()
     assert marks == [], "an org with no pending rows leaves the due-work index"
+
+
+def test_a_permanent_stripe_failure_is_logged_audited_and_shown_by_get_subscription(billing: BillingWorld) -> None:
+    org_id, row_id = _org_without_enqueue(billing)
+    gateway = StripeGateway.from_settings(billing.settings)
+    # The row's idempotency key already used with other parameters: Stripe refuses for good.
+    gateway.create_customer(org_id=org_id, name="someone else", test_clock=None, idempotency_key=f"nobill-customer-{org_id}")
+    assert outbox.run(database=billing.database, gateway=gateway, org_id=org_id, outbox_id=row_id) == "failed"
+    with UnitOfWork(billing.database, org_id=org_id) as uow:
+        row = uow.execute(select(stripe_outbox.c.state, stripe_outbox.c.last_error).where(stripe_outbox.c.outbox_id == row_id)).one()
+        subscription = subscriptions.get(uow=uow, org_id=org_id)
+        failures = [e for e in audit.list_(uow=uow, page_size=100, page_token="", actions=["billing.stripe_call_failed"],
+                                           start_time=None, end_time=None, oldest_first=True)[0]]
+    assert row.state == "failed" and row.last_error
+    assert subscription.sync_error and "create_customer" in subscription.sync_error
+    assert len(failures) == 1 and failures[0].target_id == row_id
+    # Running it again changes nothing.
+    assert outbox.run(database=billing.database, gateway=gateway, org_id=org_id, outbox_id=row_id) == "skipped"
