@@ -1,9 +1,10 @@
 """Billing's running world: the Stripe sandbox over HTTP, the catalog synced to it, a
 sandbox webhook endpoint delivering to IngestStripeEvent, and a NOBill server and real
-Dramatiq worker configured for Stripe (test clocks on)."""
+Dramatiq worker configured for Stripe (test clocks on); one world per test module."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 from billing_helpers import BillingWorld, WebhookReceiver, stripe_client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sandbox() -> Iterator[str]:
     from nobill.sandbox.server import start_sandbox
     from nobill.sandbox.settings import SandboxSettings
@@ -22,7 +23,7 @@ def sandbox() -> Iterator[str]:
         yield handle.url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa: ANN001
     from nobill.api.server import build_server
     from nobill.billing.catalog_sync import sync
@@ -33,6 +34,8 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     receiver = WebhookReceiver()
     endpoint = client.v1.webhook_endpoints.create({"url": receiver.url, "enabled_events": ["*"]})
     billing_settings = settings.replace(
+        # Its own queues: this module's worker must not run jobs of other test modules' orgs.
+        redis_namespace=f"{settings.redis_namespace}-billing-{uuid.uuid4().hex[:6]}",
         stripe_api_key="sk_test_nobill_tests",
         stripe_api_base=sandbox,
         # A retired secret first: rotation means any configured secret may match.
