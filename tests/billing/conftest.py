@@ -46,7 +46,6 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
         stripe_event_attempts=3,
         seat_sync_delay_seconds=1,
     )
-    sync(StripeGateway.from_settings(billing_settings))
     running = build_server(billing_settings, database)
     worker = start_worker(
         billing_settings.redis_url, threads=4, namespace=billing_settings.redis_namespace,
@@ -56,6 +55,7 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     grpc.channel_ready_future(channel).result(timeout=10)
     world = BillingWorld(sandbox, channel, database, billing_settings, client, endpoint.secret)
     receiver.target = (channel, world.ingest_token())
+    sync(StripeGateway.from_settings(billing_settings))
     yield world
     receiver.stop()
     channel.close()
