@@ -88,7 +88,7 @@ def test_events_from_the_sandbox_are_accepted_as_stripe_sent_them(billing: Billi
 
 @pytest.mark.parametrize(
     "case",
-    ["unsigned", "forged", "stale", "future", "tampered", "not_json", "not_an_event", "garbage_header", "no_v1"],
+    ["unsigned", "forged", "stale", "future", "tampered", "not_json", "not_an_event", "garbage_header", "no_v1", "oversized"],
 )
 def test_what_is_not_a_correctly_signed_stripe_event_is_rejected_and_changes_nothing(billing: BillingWorld, case: str) -> None:
     event = _event()
@@ -114,6 +114,10 @@ def test_what_is_not_a_correctly_signed_stripe_event_is_rejected_and_changes_not
         header = "t=abc,v1=nothex"
     elif case == "no_v1":
         header = header.split(",")[0]
+    elif case == "oversized":  # correctly signed, but no Stripe event is a mebibyte
+        event["data"]["object"]["padding"] = "x" * (1024 * 1024)
+        payload = json.dumps(event).encode()
+        header = sign(payload, billing.webhook_secret)
     assert code_of(lambda: _ingest(billing, payload, header)) == grpc.StatusCode.INVALID_ARGUMENT
     assert _state(billing, event["id"]) is None, "nothing stored"
 
