@@ -48,6 +48,7 @@ class OutboxRow:
     state: str
     attempts: int
     requested_by: AuditContext
+    created_at: dt.datetime
 
 
 Handler = Callable[..., None]
@@ -145,6 +146,7 @@ def _row(record: Any) -> OutboxRow:
         state=record.state,
         attempts=record.attempts,
         requested_by=actors_context.from_json(record.requested_by),
+        created_at=record.created_at,
     )
 
 

@@ -132,3 +132,45 @@ def test_an_event_for_an_unknown_customer_is_retried_parked_and_replayable(billi
     assert event["id"] in {e["event_id"] for e in inbox.parked(database=billing.database)}
     assert inbox.replay(database=billing.database, event_ids=[event["id"]]) == [event["id"]]
     wait_for(lambda: state() == "parked", timeout=60, interval=0.3, what="the replayed event to be parked again")
+
+
+def test_an_event_that_arrived_before_its_customer_was_recorded_applies_on_replay(billing: BillingWorld) -> None:
+    from nobill.billing import customers, outbox
+    from nobill.stripe.gateway import StripeGateway
+    from test_customers_and_outbox import _org_without_enqueue
+
+    org_id, row_id = _org_without_enqueue(billing)
+    gateway = StripeGateway.from_settings(billing.settings)
+    # Stripe creates the customer, NOBill's commit is lost: Stripe knows it, NOBill does not (yet).
+    with UnitOfWork(billing.database, org_id=org_id) as uow:
+        row = outbox.lock_pending(uow=uow, outbox_id=row_id)
+        assert row is not None
+        customers.create_customer(uow=uow, gateway=gateway, row=row)
+        customer_id = accounts.stripe_customer_id(uow=uow, org_id=org_id)
+    assert customer_id
+    base = billing.stripe.v1.prices.list({"lookup_keys": ["nobill_starter_base_monthly"]}).data[0]
+    created = billing.stripe.v1.subscriptions.create(
+        {"customer": customer_id, "items": [{"price": base.id}], "trial_period_days": 7, "metadata": {"org_id": org_id}}
+    )
+
+    def parked_event() -> str | None:
+        with UnitOfWork(billing.database) as uow:
+            return uow.execute(
+                select(stripe_events.c.event_id).where(
+                    stripe_events.c.stripe_customer_id == customer_id,
+                    stripe_events.c.event_type == "customer.subscription.created",
+                    stripe_events.c.state == "parked",
+                )
+            ).scalar_one_or_none()
+
+    event_id = wait_for(parked_event, timeout=60, interval=0.3, what="the event to be parked")
+    assert outbox.run(database=billing.database, gateway=gateway, org_id=org_id, outbox_id=row_id) == "done"
+    assert event_id in inbox.replay(database=billing.database)
+    wait_for(lambda: _subscription_of(billing, org_id) == created.id, timeout=30, what="the replayed event to apply")
+    with UnitOfWork(billing.database) as uow:
+        assert uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one() == "applied"
+
+
+def _subscription_of(billing: BillingWorld, org_id: str) -> str | None:
+    with UnitOfWork(billing.database, org_id=org_id) as uow:
+        return accounts.get(uow=uow, org_id=org_id).stripe_subscription_id
