@@ -204,6 +204,10 @@ def perform(*, uow: UnitOfWork, gateway: StripeGateway, row: OutboxRow) -> str:
         .where(stripe_outbox.c.outbox_id == row.outbox_id)
         .values(state="done", attempts=row.attempts + 1, last_error=None, completed_at=_now())
     )
+    # A later success of the same kind of change supersedes its earlier failure.
+    current = subscriptions.get(uow=uow, org_id=row.org_id)
+    if current.sync_error and current.sync_error.startswith(f"{row.kind} failed"):
+        subscriptions.set_sync_error(uow=uow, org_id=row.org_id, error=None)
     return "done"
 
 
