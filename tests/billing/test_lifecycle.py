@@ -66,6 +66,18 @@ def test_a_pro_subscription_lives_its_whole_life_through_webhooks(billing: Billi
     gone = billing.entitlements(owner, org_id)
     assert not gone.access_allowed and list(gone.features) == []
 
+    # ListInvoices pages newest first through everything Stripe reported.
+    everything = billing.invoices(owner, org_id)
+    paged, token = [], ""
+    while True:
+        page = owner.billing.ListInvoices(billing_pb2.ListInvoicesRequest(org_id=org_id, page_size=1, page_token=token))
+        paged.extend(page.invoices)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [i.id for i in paged] == [i.id for i in everything] and len(paged) >= 3
+    assert [i.create_time.seconds for i in paged] == sorted((i.create_time.seconds for i in paged), reverse=True)
+
     # Every change is audited; Stripe's changes name Stripe and the event.
     events = audit_events(owner, org_id)
     stripe_events = [e for e in events if e.actor.type == common_pb2.ACTOR_TYPE_STRIPE]
