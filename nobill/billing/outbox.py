@@ -227,6 +227,29 @@ def run(*, database: Database, gateway: StripeGateway, org_id: str, outbox_id: s
         return outcome
 
 
+def retry_failed(*, uow: UnitOfWork, org_id: str, context: AuditContext) -> list[str]:
+    """Put the org's failed rows back to pending (after the cause was fixed, e.g. a
+    missing price synced) and hand them to the worker; returns their ids."""
+    now = _now()
+    retried = list(
+        uow.execute(
+            update(stripe_outbox)
+            .where(stripe_outbox.c.state == "failed")
+            .values(state="pending", next_attempt_at=now, completed_at=None)
+            .returning(stripe_outbox.c.outbox_id)
+        ).scalars()
+    )
+    if retried:
+        due_work.mark(uow=uow, org_id=org_id, kind=due_work.OUTBOX, due_at=now + SWEEP_GRACE)
+        subscriptions.set_sync_error(uow=uow, org_id=org_id, error=None)
+        audit.record(
+            uow=uow, context=context, action="billing.stripe_calls_retried", target_type="organization",
+            target_id=org_id, after={"outbox_ids": retried},
+        )
+        uow.after_commit(functools.partial(_send_all, org_id, retried))
+    return retried
+
+
 def _send_all(org_id: str, outbox_ids: list[str]) -> None:
     for outbox_id in outbox_ids:
         send(RUN_ACTOR, org_id, outbox_id)
