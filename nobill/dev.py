@@ -155,6 +155,21 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     }
 
 
+def sync_catalog(settings: Settings) -> None:
+    """`nobill stripe sync` against the dev Stripe (the sandbox unless STRIPE_API_KEY is set)."""
+    from nobill.billing.catalog_sync import sync
+    from nobill.stripe.errors import StripeFailure
+    from nobill.stripe.gateway import StripeGateway
+
+    _progress("syncing the plan catalog to Stripe")
+    try:
+        report = sync(StripeGateway.from_settings(settings))
+    except StripeFailure as error:
+        _progress(f"catalog sync failed ({error.message}); run `nobill stripe sync` later")
+        return
+    _progress(f"catalog: {len(report.created)} created, {len(report.updated)} updated, {len(report.unchanged)} unchanged")
+
+
 def run_dev(
     settings: Settings, *, ready_file: str | None = None, addr_source: str = "NOBILL_GRPC_ADDR",
     data_dir_source: str = "NOBILL_DATA_DIR",
@@ -180,16 +195,21 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     from nobill.api.server import build_server
     from nobill.db.database import connect
     from nobill.jobs.runner import start_worker
+    from nobill.jobs.scheduler import start_scheduler
 
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
-    _progress("starting the gRPC server and the worker")
+    sync_catalog(settings)
+    _progress("starting the gRPC server, the worker and the scheduler")
     running = build_server(settings, database, addr_source=addr_source)
     endpoint = None
     if settings.metrics_addr:
         from nobill.metrics import serve_metrics
 
         endpoint = serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
-    worker = start_worker(settings.require("redis_url"), threads=2, namespace=settings.redis_namespace)
+    worker = start_worker(
+        settings.require("redis_url"), threads=2, namespace=settings.redis_namespace, settings=settings, database=database
+    )
+    scheduler = start_scheduler(settings, stop)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     info = {
@@ -214,6 +234,7 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     stop.wait()
     print("stopping...", flush=True)
     running.stop(grace=5)
+    scheduler.join(timeout=5)
     worker.stop(timeout=10_000)
     if endpoint is not None:
         endpoint.stop()

@@ -16,6 +16,8 @@ from nobill.api.audit_servicer import AuditServicer
 from nobill.api.billing_servicer import BillingServicer
 from nobill.api.tenancy_servicer import TenancyServicer
 from nobill.api.usage_servicer import UsageServicer
+from nobill.config import Settings
+from nobill.stripe.gateway import StripeGateway
 from nobill.v1 import audit_pb2, audit_pb2_grpc, billing_pb2, billing_pb2_grpc, tenancy_pb2, tenancy_pb2_grpc
 from nobill.v1 import usage_pb2, usage_pb2_grpc
 
@@ -25,7 +27,9 @@ class Service:
     descriptor: ServiceDescriptor
     # The generated `add_<Service>Servicer_to_server`; works for grpc.Server and grpc.aio.Server.
     add_to_server: Callable[[Any, Any], None]
-    servicer: Callable[[], Any]
+    servicer: type
+    # Builds the servicer from the process's settings; most need none.
+    build: Callable[[type, Settings], Any] = lambda servicer, settings: servicer()
 
     @property
     def full_name(self) -> str:
@@ -42,6 +46,7 @@ SERVICES: tuple[Service, ...] = (
         billing_pb2.DESCRIPTOR.services_by_name["BillingService"],
         billing_pb2_grpc.add_BillingServiceServicer_to_server,
         BillingServicer,
+        lambda servicer, settings: servicer(settings, StripeGateway.from_settings(settings)),
     ),
     Service(
         usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
@@ -56,7 +61,7 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
-def register_all(server: Any) -> None:
+def register_all(server: Any, settings: Settings) -> None:
     """Add every service's servicer to `server`."""
     for service in SERVICES:
-        service.add_to_server(service.servicer(), server)
+        service.add_to_server(service.build(service.servicer, settings), server)

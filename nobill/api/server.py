@@ -133,6 +133,11 @@ def build_server(
     turns it off."""
     install_request_ids()
     rules = load_rules()  # raises ConfigError if any RPC declares no access rule
+    if settings.redis_url:
+        # Changes enqueue their follow-up jobs after commit (nobill/jobs/send.py).
+        from nobill.jobs.broker import configure_broker
+
+        configure_broker(settings.redis_url, namespace=settings.redis_namespace)
     verifier = token_verifier(settings) if authentication else None
     keys.install(keys.from_settings(settings.audit_keys))  # ConfigError without NOBILL_AUDIT_KEY
     authenticator = (
@@ -153,7 +158,7 @@ def build_server(
         ],
         maximum_concurrent_rpcs=settings.grpc_threads * 8,
     )
-    register_all(server)
+    register_all(server, settings)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import dramatiq
 
@@ -15,11 +16,28 @@ from nobill.shutdown import stop_requested
 log = logging.getLogger(__name__)
 
 
-def start_worker(redis_url: str, *, threads: int = 8, namespace: str = "nobill") -> dramatiq.Worker:
-    """Configure the broker, register every actor and start consuming; returns the worker."""
+def start_worker(
+    redis_url: str,
+    *,
+    threads: int = 8,
+    namespace: str = "nobill",
+    settings: Settings | None = None,
+    database: Any = None,
+) -> dramatiq.Worker:
+    """Configure the broker, register every actor and start consuming; returns the worker.
+    Actors use `settings` (and `database`, when given) for their database and Stripe."""
+    from nobill.jobs import runtime
+
+    if settings is not None:
+        runtime.configure(settings, database=database)
     broker = configure_broker(redis_url, namespace=namespace)
-    for module in ACTOR_MODULES:
-        importlib.import_module(module)
+    for name in ACTOR_MODULES:
+        module = importlib.import_module(name)
+        # A module imported earlier in this process bound its actors to an older broker.
+        for value in vars(module).values():
+            if isinstance(value, dramatiq.Actor) and value.actor_name not in broker.get_declared_actors():
+                value.broker = broker
+                broker.declare_actor(value)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=1000)
     worker.start()
@@ -34,7 +52,9 @@ def run_worker(settings: Settings, *, threads: int) -> None:
         from nobill.audit import keys
 
         keys.install(keys.from_settings(settings.audit_keys))
-    worker = start_worker(settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace)
+    worker = start_worker(
+        settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace, settings=settings
+    )
     stop.wait()
     log.info("worker stopping")
     worker.stop(timeout=30_000)
