@@ -132,6 +132,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRIPE_API_KEY", "stripe_api_key", "", "Stripe secret key. Unset: `nobill dev` starts the Stripe sandbox and uses a test key.", _stripe_key),
     Setting("NOBILL_STRIPE_API_BASE", "stripe_api_base", "", "Stripe API base URL; set it to the sandbox's URL. Unset: Stripe's own.", _http_url),
     Setting("NOBILL_STRIPE_WEBHOOK_SECRETS", "stripe_webhook_secrets", "", "Comma-separated `whsec_` signing secrets; any one may match (rotation).", _webhook_secrets),
+    Setting("NOBILL_WEBHOOKS_ADDR", "webhooks_addr", "127.0.0.1:8088", "host:port the Stripe webhook sidecar listens on (`nobill webhooks`).", _address),
+    Setting("NOBILL_CORE_ADDR", "core_addr", "", "gRPC address the sidecar forwards webhooks to. Unset: NOBILL_GRPC_ADDR.", _optional_text),
+    Setting("NOBILL_WEBHOOKS_TOKEN", "webhooks_token", "", "The sidecar's service token (scope webhooks:ingest). Unset: minted from NOBILL_JWT_SECRET, renewed hourly.", _optional_text),
     Setting("NOBILL_DATA_DIR", "data_dir", ".nobill", "Where `nobill dev` keeps embedded PostgreSQL, Redis, sandbox state and dev.json.", _text),
     Setting("NOBILL_LOG_LEVEL", "log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("NOBILL_LOG_FORMAT", "log_format", "json", "json (one object per line) or text.", _log_format),
@@ -156,6 +159,9 @@ class Settings:
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
+    webhooks_addr: str = "127.0.0.1:8088"
+    core_addr: str | None = None
+    webhooks_token: str | None = None
     data_dir: str = ".nobill"
     log_level: str = "INFO"
     log_format: str = "json"

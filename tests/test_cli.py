@@ -21,7 +21,7 @@ from nobill.v1 import tenancy_pb2
 from support import TEST_SECRET, Client, mint, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox"]
+COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox", "webhooks"]
 
 
 def nobill(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
