@@ -404,6 +404,22 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- webhooks ----------------------------------------------------------------------
+
+
+def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.webhooks.runner import run_webhooks
+
+    addr_source = "NOBILL_WEBHOOKS_ADDR"
+    if args.addr:
+        settings = settings.replace(webhooks_addr=parse_address("--addr", args.addr))
+        addr_source = "--addr"
+    if args.core:
+        settings = settings.replace(core_addr=parse_address("--core", args.core))
+    run_webhooks(settings, stop_requested(), addr_source=addr_source)
+    return 0
+
+
 # --- sandbox -----------------------------------------------------------------------
 
 
@@ -560,6 +576,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--addr", help="gRPC host:port (default: NOBILL_GRPC_ADDR)")
     dev.add_argument("--ready-file", help=argparse.SUPPRESS)
     dev.set_defaults(handler=_dev)
+
+    webhooks = commands.add_parser(
+        "webhooks",
+        help="run the Stripe webhook sidecar",
+        description="Accept Stripe webhooks on POST /stripe/webhooks and forward each (raw body and "
+        "Stripe-Signature) to BillingService.IngestStripeEvent; answer 2xx only once the core has stored it. "
+        "GET /healthz answers 200 while serving.",
+    )
+    webhooks.add_argument("--addr", help="host:port to listen on (default: NOBILL_WEBHOOKS_ADDR)")
+    webhooks.add_argument("--core", help="the core's gRPC address (default: NOBILL_CORE_ADDR, else NOBILL_GRPC_ADDR)")
+    webhooks.set_defaults(handler=_webhooks)
 
     sandbox = commands.add_parser(
         "sandbox",

@@ -189,6 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_STRIPE_EVENT_ATTEMPTS", "stripe_event_attempts", "8", "Attempts to apply a webhook event for a Stripe customer no org owns (yet) before it is parked.", _positive_int),
     Setting("NOBILL_PAST_DUE_GRACE_DAYS", "past_due_grace_days", "7", "Days a past_due subscription keeps access (GetEntitlements).", _non_negative_int),
     Setting("NOBILL_SEAT_SYNC_DELAY_SECONDS", "seat_sync_delay_seconds", "10", "Membership changes within this window coalesce into one Stripe seat update.", _non_negative_int),
+    Setting("NOBILL_WEBHOOKS_ADDR", "webhooks_addr", "127.0.0.1:8088", "host:port the Stripe webhook sidecar listens on (`nobill webhooks`).", _address),
+    Setting("NOBILL_CORE_ADDR", "core_addr", "", "gRPC address the sidecar forwards webhooks to. Unset: NOBILL_GRPC_ADDR.", _optional_text),
+    Setting("NOBILL_WEBHOOKS_TOKEN", "webhooks_token", "", "The sidecar's service token (scope webhooks:ingest). Unset: minted from NOBILL_JWT_SECRET, renewed hourly.", _optional_text),
     Setting("NOBILL_DATA_DIR", "data_dir", ".nobill", "Where `nobill dev` keeps embedded PostgreSQL, Redis, sandbox state and dev.json.", _text),
     Setting("NOBILL_LOG_LEVEL", "log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("NOBILL_LOG_FORMAT", "log_format", "json", "json (one object per line) or text.", _log_format),
@@ -227,6 +230,9 @@ class Settings:
     stripe_event_attempts: int = 8
     past_due_grace_days: int = 7
     seat_sync_delay_seconds: int = 10
+    webhooks_addr: str = "127.0.0.1:8088"
+    core_addr: str | None = None
+    webhooks_token: str | None = None
     data_dir: str = ".nobill"
     log_level: str = "INFO"
     log_format: str = "json"

@@ -22,7 +22,7 @@ from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
 from support import TEST_AUDIT_KEY, TEST_SECRET, Client, mint, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["serve", "worker", "migrate", "token", "audit", "dev", "sandbox", "scheduler", "stripe"]
+COMMANDS = ["serve", "worker", "migrate", "token", "audit", "dev", "sandbox", "scheduler", "stripe", "webhooks"]
 
 
 def nobill(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
