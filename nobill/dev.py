@@ -190,6 +190,39 @@ def run_dev(
         lock.close()
 
 
+def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str]) -> tuple[Settings, Any]:
+    """Start the webhook sidecar (forwarding to the core once `core["addr"]` is known). On
+    the dev sandbox, also point a webhook endpoint at it and trust that endpoint's secret;
+    with a real Stripe key, deliveries reach it through `stripe listen --forward-to`."""
+    from nobill.billing import webhook_endpoint
+    from nobill.stripe.errors import StripeFailure
+    from nobill.stripe.gateway import StripeGateway
+    from nobill.webhooks.core_client import CoreClient
+    from nobill.webhooks.runner import service_token
+    from nobill.webhooks.sidecar import start_sidecar
+
+    _progress("starting the webhook sidecar")
+    try:
+        sidecar = start_sidecar(settings.webhooks_addr, CoreClient(lambda: core.get("addr"), service_token(settings)))
+    except OSError as error:
+        raise ConfigError("NOBILL_WEBHOOKS_ADDR", f"cannot listen on {settings.webhooks_addr}: {error.strerror or error}") from None
+    if settings.stripe_api_key != DEV_STRIPE_KEY:
+        return settings, sidecar
+    remembered = data_dir / "webhook_endpoint.json"
+    known = None
+    if remembered.exists():
+        saved = json.loads(remembered.read_text())
+        known = webhook_endpoint.WebhookEndpoint(saved["id"], saved["secret"])
+    try:
+        endpoint = webhook_endpoint.register(gateway=StripeGateway.from_settings(settings), url=sidecar.url, known=known)
+    except StripeFailure as error:
+        sidecar.stop(grace=1)
+        raise ConfigError("STRIPE_API_KEY", f"cannot register the webhook endpoint on the sandbox: {error.message}") from None
+    remembered.write_text(json.dumps({"id": endpoint.id, "secret": endpoint.secret}))
+    remembered.chmod(0o600)
+    return settings.replace(stripe_webhook_secrets=(*settings.stripe_webhook_secrets, endpoint.secret)), sidecar
+
+
 def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source: str) -> None:
     """Run the server and the worker until `stop` is set."""
     from nobill.api.server import build_server
@@ -199,8 +232,14 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
 
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     sync_catalog(settings)
+    core: dict[str, str] = {}
+    settings, sidecar = _start_webhooks(settings, Path(settings.data_dir).resolve(), core)
     _progress("starting the gRPC server, the worker and the scheduler")
-    running = build_server(settings, database, addr_source=addr_source)
+    try:
+        running = build_server(settings, database, addr_source=addr_source)
+    except BaseException:
+        sidecar.stop(grace=1)
+        raise
     endpoint = None
     if settings.metrics_addr:
         from nobill.metrics import serve_metrics
@@ -212,8 +251,10 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     scheduler = start_scheduler(settings, stop)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
+    core["addr"] = address
     info = {
         "grpc_addr": address,
+        "webhooks_url": sidecar.url,
         **dev_tokens(settings),
         "user": DEV_USER,
         "database_url": settings.database_url,
@@ -227,12 +268,14 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     dev_json.write_text(json.dumps(info, indent=2))
     dev_json.chmod(0o600)
     print(f"NOBill is running.\n  gRPC:        {address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
+    print(f"  webhooks:    {sidecar.url}")
     print(f"  dev.json:    {dev_json}\n  token (dev-user, dev@nobill.local):\n{info['token']}", flush=True)
     if ready_file:
         Path(ready_file).write_text(str(dev_json))
 
     stop.wait()
     print("stopping...", flush=True)
+    sidecar.stop(grace=5)
     running.stop(grace=5)
     scheduler.join(timeout=5)
     worker.stop(timeout=10_000)

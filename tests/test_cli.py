@@ -226,7 +226,9 @@ def _run_dev(tmp_path: Path, env: dict[str, str]) -> tuple[dict, subprocess.Pope
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "dev", "--data-dir", str(tmp_path / "data"), "--addr", "127.0.0.1:0",
          "--ready-file", str(ready)],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "STRIPE_"))}, **env},
+        # The sidecar on a free port: tests (and other dev instances) may run side by side.
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "STRIPE_"))},
+             "NOBILL_WEBHOOKS_ADDR": "127.0.0.1:0", **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
@@ -263,10 +265,35 @@ def test_dev_uses_configured_servers_and_writes_dev_json(tmp_path: Path, databas
                 )
             )
         assert session.checkout_session_id.startswith("cs_") and session.url
+        # The whole loop: the customer pays on the sandbox, which delivers the webhooks to
+        # dev's sidecar, which hands them to the core, whose worker applies them.
+        _sandbox_control(info["stripe_api_base"], f"checkout/sessions/{session.checkout_session_id}/complete",
+                         {"outcome": "succeeded"})
+        with grpc.insecure_channel(info["grpc_addr"]) as channel:
+            billing = Client(channel, info["token"]).billing
+
+            def subscribed() -> bool:
+                # The org keeps the rest of its trial: Stripe's subscription is trialing, with a card.
+                got = billing.GetSubscription(billing_pb2.GetSubscriptionRequest(org_id=org.id)).subscription
+                return got.stripe_status == "trialing" and got.has_payment_method and got.plan == common_pb2.PLAN_PRO
+
+            _wait_for(subscribed, timeout=60, what="the checkout's webhooks to reach the org's subscription")
+        assert info["webhooks_url"].endswith("/stripe/webhooks")
     finally:
         stdout = _stop(process)
-    assert info["grpc_addr"] in stdout and info["token"] in stdout
+    assert info["grpc_addr"] in stdout and info["token"] in stdout and info["webhooks_url"] in stdout
     assert "syncing the plan catalog to Stripe" in stdout
+
+
+def _sandbox_control(base_url: str, path: str, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base_url}/_sandbox/{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
 
 
 @pytest.mark.e2e
@@ -277,6 +304,7 @@ def test_dev_starts_everything_embedded_and_keeps_data_across_restarts(tmp_path:
         org_id = _create_org(info["grpc_addr"], info["token"]).id
     finally:
         _stop(process)
+    endpoint = json.loads((tmp_path / "data" / "webhook_endpoint.json").read_text())
     (tmp_path / "ready").unlink()
     info, process = _run_dev(tmp_path, {})
     try:
@@ -284,6 +312,12 @@ def test_dev_starts_everything_embedded_and_keeps_data_across_restarts(tmp_path:
             grpc.channel_ready_future(channel).result(timeout=30)
             got = Client(channel, info["token"]).tenancy.GetOrganization(tenancy_pb2.GetOrganizationRequest(org_id=org_id))
             assert got.organization.name == "CLI Co"
+        # The same sandbox endpoint, pointed at the new sidecar: no second endpoint.
+        assert json.loads((tmp_path / "data" / "webhook_endpoint.json").read_text()) == endpoint
+        import stripe
+
+        listed = stripe.StripeClient(info["stripe_api_key"], base_addresses={"api": info["stripe_api_base"]}).v1.webhook_endpoints.list()
+        assert [(item.id, item.url) for item in listed.data] == [(endpoint["id"], info["webhooks_url"])]
     finally:
         _stop(process)
 

@@ -261,3 +261,16 @@ class StripeGateway:
 
     def retrieve_event(self, event_id: str) -> StripeObject:
         return self._plain(self._call("events.retrieve", lambda v1: v1.events.retrieve(event_id)))
+
+    # --- webhook endpoints ----------------------------------------------------------
+
+    def create_webhook_endpoint(self, *, url: str, enabled_events: list[str], description: str) -> StripeObject:
+        """A new endpoint; its `secret` (whsec_...) is in this answer only, as on Stripe."""
+        params = {"url": url, "enabled_events": enabled_events, "description": description}
+        return self._plain(self._call("webhook_endpoints.create", lambda v1: v1.webhook_endpoints.create(params)))
+
+    def update_webhook_endpoint(self, endpoint_id: str, *, url: str, enabled_events: list[str]) -> StripeObject:
+        params = {"url": url, "enabled_events": enabled_events, "disabled": False}
+        return self._plain(
+            self._call("webhook_endpoints.update", lambda v1: v1.webhook_endpoints.update(endpoint_id, params))
+        )

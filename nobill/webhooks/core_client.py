@@ -54,16 +54,23 @@ class ServiceToken:
 class CoreClient:
     """Calls `BillingService.IngestStripeEvent`; the channel is opened on the sidecar's loop."""
 
-    def __init__(self, target: str, token: ServiceToken, *, timeout: float = INGEST_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, target: str | Callable[[], str | None], token: ServiceToken, *, timeout: float = INGEST_TIMEOUT_SECONDS
+    ) -> None:
+        # A callable target is read on first use: `nobill dev` starts the sidecar (whose URL
+        # the Stripe webhook endpoint needs) before the core it forwards to.
         self._target = target
         self._token = token
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: billing_pb2_grpc.BillingServiceStub | None = None
 
-    def _billing(self) -> billing_pb2_grpc.BillingServiceStub:
+    def _billing(self) -> billing_pb2_grpc.BillingServiceStub | None:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            target = self._target() if callable(self._target) else self._target
+            if not target:
+                return None
+            self._channel = grpc.aio.insecure_channel(target)
             self._stub = billing_pb2_grpc.BillingServiceStub(self._channel)
         return self._stub
 
@@ -71,8 +78,11 @@ class CoreClient:
         """Hand one delivery to the core; the outcome's code says whether it is stored."""
         metadata = (("authorization", f"Bearer {self._token.current()}"), ("x-request-id", request_id))
         request = billing_pb2.IngestStripeEventRequest(payload=payload, signature_header=signature_header)
+        billing = self._billing()
+        if billing is None:
+            return IngestOutcome(grpc.StatusCode.UNAVAILABLE, "the core is not started yet")
         try:
-            response = await self._billing().IngestStripeEvent(request, metadata=metadata, timeout=self._timeout)
+            response = await billing.IngestStripeEvent(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             return IngestOutcome(error.code(), error.details() or "")
         return IngestOutcome(grpc.StatusCode.OK, "", response.event_id, response.event_type, response.duplicate)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -23,8 +21,8 @@ from sqlalchemy import func, select
 from nobill.billing import accounts
 from nobill.billing.tables import stripe_events, stripe_outbox
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.v1 import billing_pb2, billing_pb2_grpc, common_pb2, tenancy_pb2
-from support import Client, bearer, mint, new_user
+from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
+from support import Client, mint, new_user
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -59,49 +57,6 @@ def stripe_client(url: str) -> stripe.StripeClient:
         "sk_test_nobill_tests", base_addresses={"api": url, "meter_events": url},
         http_client=stripe.RequestsClient(session=session), max_network_retries=0,
     )
-
-
-class WebhookReceiver:
-    """A tiny HTTP endpoint for the sandbox's webhook deliveries: forwards the raw body and
-    Stripe-Signature to IngestStripeEvent (200 / 400 / 503 like the sidecar)."""
-
-    def __init__(self) -> None:
-        self.target: tuple[grpc.Channel, str] | None = None
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = receiver.forward(body, self.headers.get("Stripe-Signature", ""))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stripe/webhooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def forward(self, body: bytes, signature: str) -> int:
-        if self.target is None:
-            return 503
-        channel, token = self.target
-        stub = billing_pb2_grpc.BillingServiceStub(channel)
-        try:
-            stub.IngestStripeEvent(
-                billing_pb2.IngestStripeEventRequest(payload=body, signature_header=signature),
-                metadata=bearer(token), timeout=10,
-            )
-        except grpc.RpcError as error:
-            return 400 if error.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
-        return 200
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Billing's running world: the Stripe sandbox over HTTP, the catalog synced to it, a
-sandbox webhook endpoint delivering to IngestStripeEvent, and a NOBill server and real
-Dramatiq worker configured for Stripe (test clocks on); one world per test module."""
+sandbox webhook endpoint delivering to the real webhook sidecar (which forwards to
+IngestStripeEvent), and a NOBill server and real Dramatiq worker configured for Stripe
+(test clocks on); one world per test module."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from billing_helpers import BillingWorld, WebhookReceiver, stripe_client
+from billing_helpers import BillingWorld, stripe_client
+from support import mint
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +32,19 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     from nobill.billing.catalog_sync import sync
     from nobill.jobs.runner import start_worker
     from nobill.stripe.gateway import StripeGateway
+    from nobill.webhooks.core_client import INGEST_SCOPE, CoreClient, ServiceToken
+    from nobill.webhooks.sidecar import start_sidecar
 
     client = stripe_client(sandbox)
-    receiver = WebhookReceiver()
-    endpoint = client.v1.webhook_endpoints.create({"url": receiver.url, "enabled_events": ["*"]})
+    # The sidecar's URL goes into the endpoint whose secret the server needs: start it
+    # first; it answers 503 (Stripe retries) until it learns the server's address.
+    core: dict[str, str] = {}
+    sidecar = start_sidecar(
+        "127.0.0.1:0",
+        CoreClient(lambda: core.get("addr"), ServiceToken(mint=lambda lifetime: mint(
+            "webhook-sidecar", service=True, scopes=(INGEST_SCOPE,), ttl_seconds=lifetime))),
+    )
+    endpoint = client.v1.webhook_endpoints.create({"url": sidecar.url, "enabled_events": ["*"]})
     billing_settings = settings.replace(
         # Its own queues: this module's worker must not run jobs of other test modules' orgs.
         redis_namespace=f"{settings.redis_namespace}-billing-{uuid.uuid4().hex[:6]}",
@@ -58,10 +69,10 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
         sandbox, channel, database, billing_settings, client, endpoint.secret,
         started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1),
     )
-    receiver.target = (channel, world.ingest_token())
+    core["addr"] = f"127.0.0.1:{running.port}"
     sync(StripeGateway.from_settings(billing_settings))
     yield world
-    receiver.stop()
+    sidecar.stop(grace=1)
     channel.close()
     worker.stop(timeout=10_000)
     running.stop(grace=1)

@@ -217,3 +217,16 @@ def test_minted_tokens_are_renewed_before_they_expire() -> None:
     token._renew_at = 0.0  # as if the renewal time had come
     assert token.current() == "token-2"
     assert minted == [3600, 3600]
+
+
+def test_deliveries_before_the_core_is_known_are_503_then_forwarded(core) -> None:
+    servicer, port = core
+    target: dict[str, str] = {}
+    running = start_sidecar("127.0.0.1:0", CoreClient(lambda: target.get("addr"), ServiceToken(token="t")))
+    try:
+        assert post(running.port, EVENT)[0] == 503
+        target["addr"] = f"127.0.0.1:{port}"
+        assert post(running.port, EVENT)[0] == 200
+        assert len(servicer.calls) == 1
+    finally:
+        running.stop(grace=1)
