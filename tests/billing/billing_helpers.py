@@ -69,6 +69,8 @@ class BillingWorld:
     settings: Any
     stripe: stripe.StripeClient
     webhook_secret: str
+    # The webhook sidecar's POST URL (the sandbox's endpoint delivers there).
+    webhooks_url: str = ""
     # Events stored before this world started belong to an earlier test module's world.
     started_at: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 

@@ -67,6 +67,7 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     grpc.channel_ready_future(channel).result(timeout=10)
     world = BillingWorld(
         sandbox, channel, database, billing_settings, client, endpoint.secret,
+        webhooks_url=sidecar.url,
         started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1),
     )
     core["addr"] = f"127.0.0.1:{running.port}"
