@@ -32,6 +32,10 @@ SYNC_SECONDS = 0.1
 ORG_WINDOW_SECONDS = 24 * 3600
 # Methods that create an organization, limited per user per day.
 ORG_CREATING_METHODS = frozenset({"/nobill.v1.TenancyService/CreateOrganization"})
+# NOTE: Stripe paces its webhook deliveries, not the sidecar that forwards them: a
+# per-second cap would only turn a burst of events (a billing-cycle rollover) into 503s and
+# retries. The in-flight limit still bounds what the sidecar may hold at once.
+PER_SECOND_EXEMPT_METHODS = frozenset({"/nobill.v1.BillingService/IngestStripeEvent"})
 # How long to stop trying Redis after it failed (each try can cost a connect timeout).
 _REDIS_BACKOFF_SECONDS = 5.0
 
@@ -90,7 +94,7 @@ class CallLimits:
     def admit(self, method: str, principal: Principal) -> Callable[[], None]:
         """Count the call against its principal; raise Exhausted if a limit is hit."""
         key = principal_key(principal)
-        if self._settings.calls_per_second:
+        if self._settings.calls_per_second and method not in PER_SECOND_EXEMPT_METHODS:
             self._count_call(key)
         if method in ORG_CREATING_METHODS and self._settings.orgs_per_day and isinstance(principal, UserPrincipal):
             self._count_org_creation(key)

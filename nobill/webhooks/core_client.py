@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from nobill.v1 import billing_pb2, billing_pb2_grpc
 INGEST_SCOPE = "webhooks:ingest"
 # Seconds the core has to store one event before the sidecar answers 503.
 INGEST_TIMEOUT_SECONDS = 10.0
+# NOTE: the core admits at most NOBILL_RATE_LIMIT_CONCURRENT_CALLS (16) calls of one caller
+# per process; past that it refuses. Deliveries beyond this many wait here instead, so a
+# burst from Stripe queues in the sidecar rather than bouncing back as 503s.
+MAX_CONCURRENT_FORWARDS = 16
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class CoreClient:
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: billing_pb2_grpc.BillingServiceStub | None = None
+        self._forwarding: asyncio.Semaphore | None = None  # made on the sidecar's loop
 
     def _billing(self) -> billing_pb2_grpc.BillingServiceStub | None:
         if self._stub is None:
@@ -81,8 +87,11 @@ class CoreClient:
         billing = self._billing()
         if billing is None:
             return IngestOutcome(grpc.StatusCode.UNAVAILABLE, "the core is not started yet")
+        if self._forwarding is None:
+            self._forwarding = asyncio.Semaphore(MAX_CONCURRENT_FORWARDS)
         try:
-            response = await billing.IngestStripeEvent(request, metadata=metadata, timeout=self._timeout)
+            async with self._forwarding:
+                response = await billing.IngestStripeEvent(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             return IngestOutcome(error.code(), error.details() or "")
         return IngestOutcome(grpc.StatusCode.OK, "", response.event_id, response.event_type, response.duplicate)

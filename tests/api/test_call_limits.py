@@ -135,3 +135,22 @@ def _code(call) -> grpc.StatusCode:
         return grpc.StatusCode.OK
     except grpc.RpcError as error:
         return error.code()
+
+
+def test_stripe_deliveries_are_not_capped_per_second(limited_server) -> None:
+    """Stripe paces webhooks, not the sidecar: IngestStripeEvent skips the per-second cap
+    (a refused event would only come back later) while other calls of the caller keep it."""
+    from nobill.v1 import billing_pb2
+    from support import new_service
+
+    channel = limited_server(rate_limit_calls_per_second=3, redis_namespace=f"limits-{uuid.uuid4().hex[:8]}")
+    sidecar = new_service(channel, scopes=("webhooks:ingest",), orgs=())
+    _wait_for_a_fresh_second()
+    codes = {
+        _code(lambda: sidecar.billing.IngestStripeEvent(billing_pb2.IngestStripeEventRequest(payload=b"{}", signature_header="t=1,v1=00")))
+        for _ in range(10)
+    }
+    # Each is refused for its (missing) signature, never for the rate.
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT}
+    listing = {_code(lambda: sidecar.billing.ListPlans(billing_pb2.ListPlansRequest())) for _ in range(5)}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in listing
