@@ -103,6 +103,7 @@ def main() -> int:
             "NOBILL_REDIS_URL": os.environ.get("NOBILL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
             "NOBILL_REDIS_NAMESPACE": name,
             "NOBILL_JWT_SECRET": SECRET,
+            "NOBILL_AUDIT_KEY": "bench:audit-key-that-is-long-enough-for-hmac-0000",
             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}",
             "NOBILL_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
             "NOBILL_LOG_LEVEL": "WARNING",
