@@ -68,10 +68,10 @@ class CoreClient:
         self._token = token
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
-        self._stub: billing_pb2_grpc.BillingServiceStub | None = None
+        self._stub: billing_pb2_grpc.BillingServiceAsyncStub | None = None
         self._forwarding: asyncio.Semaphore | None = None  # made on the sidecar's loop
 
-    def _billing(self) -> billing_pb2_grpc.BillingServiceStub | None:
+    def _billing(self) -> billing_pb2_grpc.BillingServiceAsyncStub | None:
         if self._stub is None:
             target = self._target() if callable(self._target) else self._target
             if not target:

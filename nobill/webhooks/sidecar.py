@@ -155,7 +155,8 @@ def start_sidecar(address: str, core: CoreClient, *, grace: float = 5.0) -> Runn
     Raises OSError when the address cannot be bound."""
     loop = asyncio.new_event_loop()
     draining = threading.Event()
-    started: dict[str, object] = {}
+    started: dict[str, tuple[web.AppRunner, int]] = {}
+    failed: list[BaseException] = []
     ready = threading.Event()
 
     def run() -> None:
@@ -164,7 +165,7 @@ def start_sidecar(address: str, core: CoreClient, *, grace: float = 5.0) -> Runn
             app = build_app(core, draining)
             started["result"] = loop.run_until_complete(_start_site(app, address, grace))
         except BaseException as error:  # handed to the starting thread below
-            started["error"] = error
+            failed.append(error)
             ready.set()
             return
         ready.set()
@@ -174,7 +175,7 @@ def start_sidecar(address: str, core: CoreClient, *, grace: float = 5.0) -> Runn
     thread = threading.Thread(target=run, name="webhook-sidecar", daemon=True)
     thread.start()
     ready.wait()
-    if "error" in started:
-        raise started["error"]  # type: ignore[misc]
-    runner, port = started["result"]  # type: ignore[misc]
+    if failed:
+        raise failed[0]
+    runner, port = started["result"]
     return RunningSidecar(port, loop, runner, thread, draining)
