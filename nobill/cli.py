@@ -25,10 +25,13 @@ log = logging.getLogger("nobill.cli")
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.addr:
         settings = settings.replace(grpc_addr=args.addr)
+    if args.usage_addr:
+        settings = settings.replace(usage_grpc_addr=args.usage_addr)
     processes = args.processes or settings.grpc_processes
     if processes > 1:
         return _serve_processes(settings, processes)
     from nobill.api.server import build_server, serve_until
+    from nobill.api.usage_server import start_usage_server
     from nobill.db.database import connect
 
     stop = stop_requested()
@@ -36,8 +39,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size
     )
     running = build_server(settings, database)
-    log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port, "pid": os.getpid()})
+    usage = start_usage_server(settings, database)
+    log.info(
+        "serving",
+        extra={"addr": settings.grpc_addr, "port": running.port, "usage_port": usage.port, "pid": os.getpid()},
+    )
     serve_until(stop, running)
+    usage.stop(grace=5)
     database.dispose()
     return 0
 
@@ -47,7 +55,14 @@ def _serve_processes(settings: Settings, processes: int) -> int:
     every core serves calls; forward SIGTERM/SIGINT and wait for all to drain."""
     if settings.grpc_addr.endswith(":0"):
         raise ConfigError("NOBILL_GRPC_ADDR", "several processes need a fixed port, not 0")
-    env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}
+    if settings.usage_grpc_addr.endswith(":0"):
+        raise ConfigError("NOBILL_USAGE_GRPC_ADDR", "several processes need a fixed port, not 0")
+    env = {
+        **os.environ,
+        "NOBILL_GRPC_ADDR": settings.grpc_addr,
+        "NOBILL_USAGE_GRPC_ADDR": settings.usage_grpc_addr,
+        "NOBILL_GRPC_PROCESSES": "1",
+    }
     children: list[subprocess.Popen] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -154,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC server", description="Run the gRPC server.")
     serve.add_argument("--addr", help="host:port to listen on (default: NOBILL_GRPC_ADDR)")
+    serve.add_argument("--usage-addr", help="host:port of the usage server (default: NOBILL_USAGE_GRPC_ADDR)")
     serve.add_argument(
         "--processes", type=int, default=0, help="server processes sharing the port (default: NOBILL_GRPC_PROCESSES)"
     )

@@ -104,7 +104,9 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
 
 def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     from nobill.api.server import build_server
+    from nobill.api.usage_server import start_usage_server
     from nobill.db.database import connect
+    from nobill.jobs.resources import use_database
     from nobill.jobs.runner import start_worker
 
     stop = stop_requested()
@@ -112,11 +114,17 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     _progress("starting the gRPC server and the worker")
     running = build_server(settings, database)
+    if settings.grpc_addr.endswith(":0"):  # a free port for the main server: one for usage too
+        settings = settings.replace(usage_grpc_addr=settings.usage_grpc_addr.rpartition(":")[0] + ":0")
+    usage = start_usage_server(settings, database)
+    use_database(database)
     worker = start_worker(settings.require("redis_url"), threads=2, namespace=settings.redis_namespace)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
+    usage_address = f"{settings.usage_grpc_addr.rpartition(':')[0]}:{usage.port}"
     info = {
         "grpc_addr": address,
+        "usage_grpc_addr": usage_address,
         **dev_tokens(settings),
         "user": DEV_USER,
         "database_url": settings.database_url,
@@ -129,7 +137,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     dev_json = Path(settings.data_dir).resolve() / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2))
     dev_json.chmod(0o600)
-    print(f"NOBill is running.\n  gRPC:        {address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
+    print(f"NOBill is running.\n  gRPC:        {address}\n  usage gRPC:  {usage_address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
     print(f"  dev.json:    {dev_json}\n  token (dev-user, dev@nobill.local):\n{info['token']}", flush=True)
     if ready_file:
         Path(ready_file).write_text(str(dev_json))
@@ -137,6 +145,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     stop.wait()
     print("stopping...", flush=True)
     running.stop(grace=5)
+    usage.stop(grace=5)
     worker.stop(timeout=10_000)
     database.dispose()
     for handle in reversed(keep):

@@ -161,7 +161,8 @@ def test_serve_runs_several_processes_on_one_port_and_stops_on_sigterm(database_
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
         env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET,
-             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
+             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
+             "NOBILL_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:

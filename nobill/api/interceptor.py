@@ -8,7 +8,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -58,7 +59,13 @@ def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
     return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
 
 
-def _org_id_of(request: Any) -> str:
+def request_id_of(metadata: Mapping[str, str]) -> str:
+    """The caller's x-request-id when well-formed, else a new one."""
+    request_id = metadata.get("x-request-id", "")
+    return request_id if _REQUEST_ID.fullmatch(request_id) else uuid.uuid4().hex
+
+
+def org_id_of(request: Any) -> str:
     org_id = getattr(request, "org_id", "")
     if not org_id:
         raise InvalidArgument("org_id is required", field="org_id")
@@ -141,31 +148,31 @@ class NobillInterceptor(grpc.ServerInterceptor):
 
     def _begin(self, context: grpc.ServicerContext) -> tuple[str, Principal]:
         metadata = _metadata(context)
-        request_id = metadata.get("x-request-id", "")
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = request_id_of(metadata)
         context.set_trailing_metadata((("x-request-id", request_id),))
+        return request_id, self.authenticate(metadata)
+
+    def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        """The caller named by the call's `authorization` metadata (raises Unauthenticated).
+        Public for the grpc.aio usage server, which authenticates the same way."""
         if self._authenticator is None:
-            return request_id, UNCHECKED_PRINCIPAL
+            return UNCHECKED_PRINCIPAL
         authorization = metadata.get("authorization")
         if authorization is not None and len(authorization) > 16_384:
             raise Unauthenticated()
-        return request_id, self._authenticator.authenticate(authorization)
+        return self._authenticator.authenticate(authorization)
+
+    @contextmanager
+    def org_unit_of_work(self, rule: AccessRule, principal: Principal, org_id: str) -> Iterator[tuple[UnitOfWork, Grant]]:
+        """The org's unit of work with the caller's access checked inside it: the check and
+        the work share one transaction. The caller commits."""
+        with self._unit_of_work(org_id, principal) as uow:
+            grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
+            yield uow, grant
 
     def _fail(self, context: grpc.ServicerContext, method: str, request_id: str, error: BaseException) -> None:
         """Map an exception to a status and abort the call (abort raises)."""
-        if isinstance(error, DomainError):
-            code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
-            message = error.message
-        elif isinstance(error, OperationalError):
-            code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
-        elif isinstance(error, NotImplementedError):
-            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
-        else:
-            log.error("unexpected error", exc_info=error, extra={"method": method, "request_id": request_id})
-            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-        if code is not grpc.StatusCode.INTERNAL:
-            log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
+        code, message = status_of(error, method, request_id)
         context.abort(code, message)
 
     def _unit_of_work(self, org_id: str, principal: Principal) -> UnitOfWork:
@@ -208,11 +215,10 @@ class NobillInterceptor(grpc.ServerInterceptor):
         self, rule: AccessRule, behavior: Callable, request: Any, context: grpc.ServicerContext,
         principal: Principal, request_id: str,
     ) -> Any:
-        org_id = _org_id_of(request)
+        org_id = org_id_of(request)
         # NOTE: the permission check and the work share one transaction, so a role
         # removed a moment ago cannot slip through between the check and the change.
-        with self._unit_of_work(org_id, principal) as uow:
-            grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
+        with self.org_unit_of_work(rule, principal, org_id) as (uow, grant):
             response = behavior(request, OrgCallContext(context, principal, request_id, self._database, uow, grant))
             if not uow.committed:
                 uow.commit()
@@ -245,7 +251,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
         allowed: set[str] = set()
 
         def check(request: Any) -> Any:
-            org_id = _org_id_of(request)
+            org_id = org_id_of(request)
             if org_id not in allowed:
                 with self._unit_of_work(org_id, principal) as uow:
                     _check_org_access(rule, principal, self._grant(uow, principal), org_id)
@@ -257,6 +263,23 @@ class NobillInterceptor(grpc.ServerInterceptor):
             return iter(())
         check(first)
         return itertools.chain([first], (check(request) for request in requests))
+
+
+def status_of(error: BaseException, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and caller-safe message for an exception (logged)."""
+    if isinstance(error, DomainError):
+        code = STATUS_OF[type(error)] if type(error) in STATUS_OF else _status_of_base(error)
+        message = error.message
+    elif isinstance(error, OperationalError):
+        code, message = grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly"
+    elif isinstance(error, NotImplementedError):
+        code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet"
+    else:
+        log.error("unexpected error", exc_info=error, extra={"method": method, "request_id": request_id})
+        code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+    if code is not grpc.StatusCode.INTERNAL:
+        log.info("call failed", extra={"method": method, "code": code.name, "request_id": request_id})
+    return code, message
 
 
 def _status_of_base(error: DomainError) -> grpc.StatusCode:

@@ -1,4 +1,5 @@
-"""Builds the gRPC server: NOBill services behind the interceptor, health and reflection."""
+"""Builds the gRPC server: NOBill services behind the interceptor, health and reflection.
+UsageService is not here: it runs on the grpc.aio usage server (usage_server.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,12 @@ from nobill.api.audit_servicer import AuditServicer
 from nobill.api.billing_servicer import BillingServicer
 from nobill.api.interceptor import NobillInterceptor
 from nobill.api.tenancy_servicer import TenancyServicer
-from nobill.api.usage_servicer import UsageServicer
 from nobill.auth.authenticator import Authenticator
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.config import Settings
 from nobill.errors import ConfigError
 from nobill.db.database import Database
-from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc, usage_pb2_grpc
+from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,12 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     )
     tenancy_pb2_grpc.add_TenancyServiceServicer_to_server(TenancyServicer(), server)
     billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(), server)
-    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(), server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [service.full_name for service in nobill_services()]
+    # UsageService is served by the grpc.aio usage server on its own port (usage_server.py).
+    names = [service.full_name for service in nobill_services() if service.full_name != "nobill.v1.UsageService"]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from psycopg.pq import TransactionStatus
@@ -22,6 +23,8 @@ from nobill.db.database import Database
 from nobill.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _literal(value: str) -> str:
@@ -133,6 +136,30 @@ class UnitOfWork:
         with self._driver().cursor(row_factory=namedtuple_row) as cursor:
             cursor.execute(query.sql, parameters)
             return cursor.fetchone()
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk-load rows with COPY ... FROM STDIN, in this transaction and under its tenant
+        binding (row-level security checks every row against the bound org)."""
+        for name in (table, *columns):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+        with self._driver().cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def ensure_temp_table(self, name: str, columns_sql: str) -> None:
+        """Create a per-connection staging table (rows vanish at commit) unless this
+        connection already has it."""
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"not a plain SQL identifier: {name!r}")
+        assert self.connection is not None, "unit of work used outside its `with` block"
+        created = self.connection.info.setdefault("nobill_temp_tables", set())
+        if name not in created:
+            self._driver().execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns_sql}) ON COMMIT DELETE ROWS"
+            )
+            created.add(name)
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run `callback` once the transaction has committed (e.g. enqueue a job)."""

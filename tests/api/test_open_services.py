@@ -13,15 +13,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fixtures_api import EXPECTED_PERMISSIONS, ROLES, create_org, failure, join
-from nobill.v1 import billing_pb2, common_pb2, usage_pb2
+from nobill.v1 import billing_pb2, common_pb2
 from support import Client, new_service, new_user
 
 NOBILL_SERVICES = {
     "nobill.v1.TenancyService",
     "nobill.v1.BillingService",
-    "nobill.v1.UsageService",
     "nobill.v1.AuditService",
 }
+# Served by the grpc.aio usage server on its own port (NOBILL_USAGE_GRPC_ADDR).
+USAGE_SERVICES = {"nobill.v1.UsageService"}
 
 
 # --- health and reflection ------------------------------------------------------------
@@ -34,6 +35,31 @@ def test_health_check_answers_without_a_token(channel, service: str) -> None:
     response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
 
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("service", ["", *sorted(USAGE_SERVICES)])
+def test_the_usage_servers_health_check_answers_without_a_token(usage_channel, service: str) -> None:
+    stub = health_pb2_grpc.HealthStub(usage_channel)
+
+    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_usage_is_not_served_on_the_main_port(channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    error = failure(lambda: stub.Check(health_pb2.HealthCheckRequest(service="nobill.v1.UsageService"), timeout=5))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_usage_servers_reflection_lists_usage_without_a_token(usage_channel) -> None:
+    response = _reflect(usage_channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+
+    names = {service.name for service in response.list_services_response.service}
+    assert USAGE_SERVICES <= names and "grpc.health.v1.Health" in names
+    assert not NOBILL_SERVICES & names
 
 
 def test_health_check_of_an_unknown_service_is_not_found(channel) -> None:
@@ -109,12 +135,6 @@ def test_ingest_stripe_event_is_for_services_with_the_scope(channel) -> None:
 # --- org-scoped RPCs that are not implemented yet -------------------------------------
 
 
-def _stream_usage(caller: Client, org_id: str) -> list[Any]:
-    return list(
-        caller.usage.StreamUsage(iter([usage_pb2.StreamUsageRequest(org_id=org_id, batch_id=1)]))
-    )
-
-
 UNIMPLEMENTED_RPCS: dict[str, tuple[str, Callable[[Client, str], Any]]] = {
     "GetSubscription": (
         "billing:read", lambda c, o: c.billing.GetSubscription(billing_pb2.GetSubscriptionRequest(org_id=o))),
@@ -135,14 +155,6 @@ UNIMPLEMENTED_RPCS: dict[str, tuple[str, Callable[[Client, str], Any]]] = {
     "ListInvoices": ("invoices:read", lambda c, o: c.billing.ListInvoices(billing_pb2.ListInvoicesRequest(org_id=o))),
     "GetEntitlements": (
         "org:read", lambda c, o: c.billing.GetEntitlements(billing_pb2.GetEntitlementsRequest(org_id=o))),
-    "RecordUsage": (
-        "usage:write",
-        lambda c, o: c.usage.RecordUsage(usage_pb2.RecordUsageRequest(
-            org_id=o, events=[usage_pb2.UsageEvent(idempotency_key="k1", metric="api_calls", quantity=1)])),
-    ),
-    "StreamUsage": ("usage:write", _stream_usage),
-    "GetUsageSummary": (
-        "usage:read", lambda c, o: c.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(org_id=o))),
 }
 
 

@@ -1,0 +1,76 @@
+"""Usage summaries: totals per metric and billing period, with what is not aggregated yet."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from nobill.db.unit_of_work import UnitOfWork
+from nobill.errors import InvalidArgument
+from nobill.usage import periods
+from nobill.usage.gating import usage_plan
+from nobill.usage.metrics import METRICS
+from nobill.errors import FailedPrecondition
+
+
+@dataclass(frozen=True)
+class MetricTotal:
+    metric: str
+    period_start: dt.datetime
+    period_end: dt.datetime
+    quantity: int
+    event_count: int
+    reported_quantity: int
+    pending_quantity: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    totals: list[MetricTotal]
+    billed: bool
+
+
+_TOTALS = text(
+    """SELECT metric, period_start, sum(quantity)::bigint, sum(event_count)::bigint, sum(reported)::bigint FROM (
+        SELECT metric, period_start, quantity, event_count, reported_quantity AS reported FROM usage_totals
+        WHERE org_id = :org_id AND period_start >= :start AND period_start < :end
+          AND (:metric = '' OR metric = :metric)
+        UNION ALL
+        SELECT metric, period_start, quantity, event_count, 0 FROM usage_deltas
+        WHERE org_id = :org_id AND period_start >= :start AND period_start < :end
+          AND (:metric = '' OR metric = :metric)
+    ) AS parts GROUP BY metric, period_start ORDER BY period_start, metric"""
+)
+
+
+def get(
+    *, uow: UnitOfWork, org_id: str, metric: str = "", start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> Summary:
+    """Totals of periods starting in [start, end) (default: the current period)."""
+    if metric and metric not in METRICS:
+        raise InvalidArgument(f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}", field="metric")
+    now = dt.datetime.now(dt.timezone.utc)
+    start = periods.period_start(now) if start is None else periods.period_start(start)
+    end = now if end is None else end
+    if end <= start and end != now:
+        raise InvalidArgument("end_time must be after start_time", field="end_time")
+    try:
+        billed = usage_plan(uow=uow, org_id=org_id).billed
+    except FailedPrecondition:
+        billed = False  # a plan that takes no usage can still read what was recorded before
+    rows = uow.execute(_TOTALS, {"org_id": org_id, "start": start, "end": max(end, start + dt.timedelta(microseconds=1)), "metric": metric})
+    totals = [
+        MetricTotal(
+            metric=name,
+            period_start=period_start,
+            period_end=periods.period_end(period_start),
+            quantity=quantity,
+            event_count=count,
+            reported_quantity=reported,
+            pending_quantity=quantity - reported if billed else 0,
+        )
+        for name, period_start, quantity, count, reported in rows
+    ]
+    return Summary(totals=totals, billed=billed)
