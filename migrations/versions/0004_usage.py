@@ -55,7 +55,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("org_id", "delta_id"),
     )
-    isolate_tenant("usage_deltas", privileges="SELECT, INSERT, DELETE")
+    # UPDATE only for SELECT ... FOR UPDATE (aggregators take rows); deltas are never changed.
+    isolate_tenant("usage_deltas", privileges="SELECT, INSERT, UPDATE, DELETE")
 
     op.create_table(
         "usage_totals",
