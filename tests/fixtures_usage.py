@@ -12,8 +12,7 @@ import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fixtures_api import create_org
-from nobill.v1 import usage_pb2, usage_pb2_grpc
+from nobill.v1 import tenancy_pb2, usage_pb2, usage_pb2_grpc
 from support import Client, bearer, new_user
 
 METRICS = ("api_requests", "background_jobs", "reports_generated")
@@ -27,7 +26,7 @@ def set_plan(superuser: psycopg.Connection, org_id: str, plan: str, status: str 
 
 def usage_org(channel: grpc.Channel, superuser: psycopg.Connection, plan: str = "enterprise") -> tuple[str, Client]:
     owner = new_user(channel)
-    org = create_org(owner)
+    org = owner.tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name=f"Usage {uuid.uuid4().hex[:8]}")).organization
     if plan != "trial":
         set_plan(superuser, org.id, plan)
     return org.id, owner
