@@ -39,7 +39,7 @@ class RecorderStats:
     rejected: int = 0
     batches_acked: int = 0
     batches_refused: int = 0  # refused as a whole (permission, plan, invalid): not resent
-    reconnects: int = 0
+    streams: int = 0  # streams opened (more than one: the recorder reconnected)
     refusals: list[tuple[str, int, str]] = field(default_factory=list)  # (org_id, code, message), last 100
 
 
@@ -175,8 +175,6 @@ class UsageRecorder:
             with self._cond:
                 if self._closing and not (self._buffered or self._unacked):
                     return
-                if self._unacked or self._buffered:
-                    self.stats.reconnects += 1
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 5.0)
 
@@ -185,6 +183,7 @@ class UsageRecorder:
         outgoing: queue.Queue = queue.Queue()
         with self._cond:
             self._broken = False
+            self.stats.streams += 1
             resend = list(self._unacked.values())  # same batch ids, same keys
         for request in resend:
             outgoing.put(request)
