@@ -47,7 +47,8 @@ class UsageRecorder:
     """Thread-safe. `record()` returns at once (it blocks only when `max_buffered` events
     are waiting); a background thread streams batches of up to `batch_size` events, at
     most `max_in_flight` unacknowledged at a time, and sends a partial batch after
-    `linger` seconds. `on_ack(request, response)` is called for every acknowledgement."""
+    `linger` seconds. `on_ack(request, response, seconds)` is called for every
+    acknowledgement, with the time since the batch was (last) sent."""
 
     def __init__(
         self,
@@ -59,7 +60,7 @@ class UsageRecorder:
         max_in_flight: int = 4,
         max_buffered: int = 200_000,
         credentials: grpc.ChannelCredentials | None = None,
-        on_ack: Callable[[usage_pb2.StreamUsageRequest, usage_pb2.StreamUsageResponse], None] | None = None,
+        on_ack: Callable[[usage_pb2.StreamUsageRequest, usage_pb2.StreamUsageResponse, float], None] | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size must be between 1 and 10,000")
@@ -84,6 +85,7 @@ class UsageRecorder:
         self._buffered = 0
         self._first_buffered_at = 0.0
         self._unacked: OrderedDict[int, usage_pb2.StreamUsageRequest] = OrderedDict()
+        self._sent_at: dict[int, float] = {}
         self._next_batch = 0
         self._closing = False
         self._broken = False
@@ -192,10 +194,13 @@ class UsageRecorder:
         reader = threading.Thread(target=self._read_acks, args=(call, acked), name="usage-acks", daemon=True)
         reader.start()
         try:
+            for request in resend:
+                self._sent_at[request.batch_id] = time.perf_counter()
             while True:
                 request = self._next_request()
                 if request is None:
                     break
+                self._sent_at[request.batch_id] = time.perf_counter()
                 outgoing.put(request)
         finally:
             outgoing.put(None)
@@ -261,6 +266,7 @@ class UsageRecorder:
                         self._cond.notify_all()
                         return
                     del self._unacked[response.batch_id]
+                    latency = time.perf_counter() - self._sent_at.pop(response.batch_id, time.perf_counter())
                     if response.status_code == _OK:
                         self.stats.accepted += response.accepted
                         self.stats.duplicates += response.duplicates
@@ -276,7 +282,7 @@ class UsageRecorder:
                     acked.set()
                     self._cond.notify_all()
                 if self._on_ack is not None:
-                    self._on_ack(request, response)
+                    self._on_ack(request, response, latency)
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED:
                 log.info("usage stream ended", extra={"code": str(error.code())})

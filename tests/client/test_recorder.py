@@ -65,7 +65,7 @@ def test_unacknowledged_batches_are_resent_after_the_server_comes_back(settings,
     first_ack = threading.Event()
     recorder = UsageRecorder(
         server_settings.usage_grpc_addr, owner.token, batch_size=200, max_in_flight=8,
-        on_ack=lambda request, response: first_ack.set(),
+        on_ack=lambda request, response, seconds: first_ack.set(),
     )
 
     def send() -> None:
