@@ -114,6 +114,7 @@ def _client_process(args: tuple) -> dict:
         recorder.close(timeout=60)
     del chooser
     return {
+        "cpu_s": time.process_time(),
         "sent": sent,
         "accepted": sum(r.stats.accepted for r in recorders),
         "duplicates": sum(r.stats.duplicates for r in recorders),
@@ -165,6 +166,21 @@ class Sampler(threading.Thread):
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres")]
 
 
 def plain_copy_rate(database_url: str, rows: int, connections: int = 2) -> tuple[float, int]:
@@ -270,6 +286,9 @@ def main() -> int:
         per_process = [args.streams // args.client_processes + (1 if i < args.streams % args.client_processes else 0)
                        for i in range(args.client_processes)]
         print(f"[run] {args.streams} streams in {args.client_processes} processes for {args.seconds:.0f}s ...", flush=True)
+        watched = {"server": [psutil.Process(server.pid)], "worker": [psutil.Process(processes[1].pid)]}
+        cpu_before = {label: _cpu_seconds(group) for label, group in watched.items()}
+        postgres_before = _cpu_seconds(_postgres_processes())
         with multiprocessing.get_context("spawn").Pool(args.client_processes) as pool:
             started = time.perf_counter()
             pending = pool.map_async(_client_process, [
@@ -282,6 +301,10 @@ def main() -> int:
                     print(f"[run] {time.perf_counter() - started:.0f}s elapsed", flush=True)
             results = pending.get()
             elapsed = time.perf_counter() - started
+        cpu = {label: round(_cpu_seconds(group) - cpu_before[label], 1) for label, group in watched.items()}
+        # Backends that ended during the run are missed: a lower bound.
+        cpu["postgres"] = round(_cpu_seconds(_postgres_processes()) - postgres_before, 1)
+        cpu["clients"] = round(sum(r["cpu_s"] for r in results), 1)
         drained_at = time.perf_counter()
         with psycopg.connect(database_url, autocommit=True) as db:
             while db.execute("SELECT count(*) FROM usage_deltas").fetchone()[0] and time.perf_counter() - drained_at < 60:
@@ -330,6 +353,7 @@ def main() -> int:
         "plain_copy_rows": copied,
         "plain_copy_rows_per_s": round(copy_rate),
         "ratio": round(rate / copy_rate, 2),
+        "cpu_seconds_during_load": cpu,
     }
     print(json.dumps(figures, indent=2))
     print(
