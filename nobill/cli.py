@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from nobill.config import Settings
-from nobill.errors import ConfigError, Unavailable
+from nobill.errors import ConfigError, DomainError, Unavailable
 from nobill.logs import configure_logging
 from nobill.shutdown import stop_requested
 
@@ -87,6 +87,102 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.jobs.runner import run_worker
 
     run_worker(settings, threads=args.threads)
+    return 0
+
+
+# --- scheduler ---------------------------------------------------------------------
+
+
+def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.jobs.scheduler import run_scheduler
+
+    run_scheduler(settings)
+    return 0
+
+
+# --- stripe ------------------------------------------------------------------------
+
+
+def _stripe_gateway(settings: Settings):  # noqa: ANN202
+    from nobill.stripe.gateway import StripeGateway
+
+    settings.require("stripe_api_key")
+    return StripeGateway.from_settings(settings)
+
+
+def _stripe_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.billing.catalog_sync import sync
+
+    print(f"syncing the plan catalog to Stripe ({settings.stripe_api_base or 'api.stripe.com'})", flush=True)
+    report = sync(_stripe_gateway(settings), progress=lambda line: print(f"  {line}", flush=True))
+    print(
+        f"done: {len(report.created)} created, {len(report.updated)} updated, {len(report.unchanged)} unchanged",
+        flush=True,
+    )
+    return 0
+
+
+def _database(settings: Settings):  # noqa: ANN202
+    from nobill.db.database import connect
+
+    return connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=2)
+
+
+def _stripe_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.billing import inbox
+    from nobill.jobs.broker import configure_broker
+
+    database = _database(settings)
+    if args.list:
+        for event in inbox.parked(database=database):
+            print(f"{event['event_id']}  {event['event_type']}  {event['stripe_customer_id']}  {event['last_error']}")
+        return 0
+    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
+    replayed = inbox.replay(database=database, event_ids=args.event_id or None)
+    print(f"replayed {len(replayed)} parked event(s)")
+    for event_id in replayed:
+        print(f"  {event_id}")
+    return 0
+
+
+def _stripe_enterprise_price(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill import ids
+    from nobill.audit.actors import Actor, ActorType, AuditContext
+    from nobill.billing import enterprise, outbox
+    from nobill.db.unit_of_work import UnitOfWork
+    from nobill.errors import InvalidArgument
+    from nobill.jobs.broker import configure_broker
+    from nobill.stripe.errors import StripeTransient
+
+    if not ids.is_valid("org", args.org):
+        raise InvalidArgument("--org must be an organization id (org_...)")
+    database = _database(settings)
+    gateway = _stripe_gateway(settings)
+    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
+    operator = os.environ.get("USER", "operator")
+    context = AuditContext(Actor(ActorType.SYSTEM, f"cli:{operator}", f"operator {operator} (nobill CLI)"), f"cli-{os.getpid()}")
+    with UnitOfWork(database, org_id=args.org) as uow:
+        outbox_id = enterprise.set_price(uow=uow, org_id=args.org, amount=args.amount, context=context)
+        uow.commit()
+    print(f"recorded {args.amount} {args.org}; creating the Stripe price...", flush=True)
+    try:
+        outcome = outbox.run(database=database, gateway=gateway, org_id=args.org, outbox_id=outbox_id)
+    except StripeTransient as error:
+        print(f"Stripe is unavailable ({error.message}); the worker will retry", flush=True)
+        return 0
+    print(f"Stripe price: {outcome}")
+    return 0 if outcome in ("done", "skipped") else 1
+
+
+def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill.billing import seats
+    from nobill.jobs.broker import configure_broker
+
+    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
+    drifts = seats.reconcile(database=_database(settings), gateway=_stripe_gateway(settings))
+    for drift in drifts:
+        print(f"{drift.org_id}: Stripe has {drift.stripe_seats} seat(s), {drift.members} member(s); sync queued")
+    print(f"{len(drifts)} org(s) drifted")
     return 0
 
 
@@ -181,6 +277,47 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=8, help="worker threads (default: 8)")
     worker.set_defaults(handler=_worker)
 
+    scheduler = commands.add_parser(
+        "scheduler",
+        help="enqueue periodic jobs",
+        description="Enqueue the periodic jobs (outbox and inbox sweeps, trial expiry, seat reconciliation). "
+        "Run one or more; a Redis lease makes one of them the leader.",
+    )
+    scheduler.set_defaults(handler=_scheduler)
+
+    stripe = commands.add_parser("stripe", help="Stripe operations", description="Stripe operations (need STRIPE_API_KEY).")
+    stripe_commands = stripe.add_subparsers(dest="stripe_command", required=True, metavar="SUBCOMMAND")
+    sync = stripe_commands.add_parser(
+        "sync",
+        help="create or update products, prices and meters from the catalog",
+        description="Make Stripe's products, prices (by lookup_key) and Billing Meters match "
+        "nobill/billing/catalog.toml. Idempotent: a second run changes nothing.",
+    )
+    sync.set_defaults(handler=_stripe_sync)
+    replay = stripe_commands.add_parser(
+        "replay",
+        help="replay parked webhook events",
+        description="Put parked webhook events (all, or the ids given) back in the queue to be applied.",
+    )
+    replay.add_argument("event_id", nargs="*", help="event ids (evt_...); none: every parked event")
+    replay.add_argument("--list", action="store_true", help="only list parked events")
+    replay.set_defaults(handler=_stripe_replay)
+    price = stripe_commands.add_parser(
+        "enterprise-price",
+        help="set an Enterprise org's own monthly base price",
+        description="Create the org's own Enterprise base price on Stripe and move its live Enterprise "
+        "subscription onto it; later checkouts use it.",
+    )
+    price.add_argument("--org", required=True, help="organization id (org_...)")
+    price.add_argument("--amount", required=True, type=int, help="monthly amount in minor units (cents)")
+    price.set_defaults(handler=_stripe_enterprise_price)
+    reconcile = stripe_commands.add_parser(
+        "reconcile-seats",
+        help="compare Pro seat counts with members and fix drift",
+        description="Compare each Pro subscription's seats on Stripe with the member count; queue a sync for each drift.",
+    )
+    reconcile.set_defaults(handler=_stripe_reconcile)
+
     migrate = commands.add_parser(
         "migrate", help="apply database migrations", description="Apply Alembic migrations to NOBILL_DATABASE_URL."
     )
@@ -236,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     except Unavailable as error:
         print(f"nobill: {error.message}", file=sys.stderr)
         return 3
+    except DomainError as error:
+        print(f"nobill: {error.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

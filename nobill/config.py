@@ -102,6 +102,15 @@ def _webhook_secrets(name: str, value: str) -> tuple[str, ...]:
     return secrets
 
 
+def _bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"expected true or false, got {value!r}")
+
+
 def _log_level(name: str, value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -129,7 +138,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_USAGE_MAX_STREAMS", "usage_max_streams", "512", "Concurrent StreamUsage streams per process; beyond: RESOURCE_EXHAUSTED.", _positive_int),
     Setting("NOBILL_USAGE_MAX_STREAMS_PER_CALLER", "usage_max_streams_per_caller", "64", "Concurrent StreamUsage streams per caller (user or service) per process.", _positive_int),
     Setting("NOBILL_USAGE_STREAM_IDLE_SECONDS", "usage_stream_idle_seconds", "120", "A stream that sends no batch for this long is closed (status OK).", _positive_int),
-    Setting("NOBILL_USAGE_AGGREGATE_SECONDS", "usage_aggregate_seconds", "1", "How often the worker looks for usage to aggregate.", _positive_int),
     Setting("NOBILL_JWT_SECRET", "jwt_secret", "", "HS256 secret (32+ bytes) for verifying and minting tokens.", _optional_text),
     Setting("NOBILL_JWT_JWKS_FILE", "jwt_jwks_file", "", "Path of a JWKS file with the RS256/ES256 public keys of the identity provider.", _optional_text),
     Setting("NOBILL_JWT_ISSUER", "jwt_issuer", "nobill", "Required `iss` claim.", _text),
@@ -138,6 +146,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRIPE_API_KEY", "stripe_api_key", "", "Stripe secret key. Unset: `nobill dev` starts the Stripe sandbox and uses a test key.", _stripe_key),
     Setting("NOBILL_STRIPE_API_BASE", "stripe_api_base", "", "Stripe API base URL; set it to the sandbox's URL. Unset: Stripe's own.", _http_url),
     Setting("NOBILL_STRIPE_WEBHOOK_SECRETS", "stripe_webhook_secrets", "", "Comma-separated `whsec_` signing secrets; any one may match (rotation).", _webhook_secrets),
+    Setting("NOBILL_STRIPE_TEST_CLOCKS", "stripe_test_clocks", "false", "Test mode only: give each new org's Stripe customer its own test clock (tests, demos).", _bool),
+    Setting("NOBILL_STRIPE_BREAKER_FAILURES", "stripe_breaker_failures", "5", "Transient Stripe failures in a row that open the circuit breaker (per process).", _positive_int),
+    Setting("NOBILL_STRIPE_BREAKER_COOLDOWN_SECONDS", "stripe_breaker_cooldown_seconds", "30", "Seconds the open breaker refuses Stripe calls before one trial call.", _positive_int),
+    Setting("NOBILL_STRIPE_EVENT_ATTEMPTS", "stripe_event_attempts", "8", "Attempts to apply a webhook event for a Stripe customer no org owns (yet) before it is parked.", _positive_int),
+    Setting("NOBILL_PAST_DUE_GRACE_DAYS", "past_due_grace_days", "7", "Days a past_due subscription keeps access (GetEntitlements).", _non_negative_int),
+    Setting("NOBILL_SEAT_SYNC_DELAY_SECONDS", "seat_sync_delay_seconds", "10", "Membership changes within this window coalesce into one Stripe seat update.", _non_negative_int),
     Setting("NOBILL_DATA_DIR", "data_dir", ".nobill", "Where `nobill dev` keeps embedded PostgreSQL, Redis, sandbox state and dev.json.", _text),
     Setting("NOBILL_LOG_LEVEL", "log_level", "INFO", "DEBUG, INFO, WARNING or ERROR.", _log_level),
     Setting("NOBILL_LOG_FORMAT", "log_format", "json", "json (one object per line) or text.", _log_format),
@@ -159,7 +173,6 @@ class Settings:
     usage_max_streams: int = 512
     usage_max_streams_per_caller: int = 64
     usage_stream_idle_seconds: int = 120
-    usage_aggregate_seconds: int = 1
     jwt_secret: str | None = None
     jwt_jwks_file: str | None = None
     jwt_issuer: str = "nobill"
@@ -168,6 +181,12 @@ class Settings:
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_test_clocks: bool = False
+    stripe_breaker_failures: int = 5
+    stripe_breaker_cooldown_seconds: int = 30
+    stripe_event_attempts: int = 8
+    past_due_grace_days: int = 7
+    seat_sync_delay_seconds: int = 10
     data_dir: str = ".nobill"
     log_level: str = "INFO"
     log_format: str = "json"
@@ -181,6 +200,8 @@ class Settings:
             raw = environ.get(setting.env, setting.default or "").strip()
             values[setting.field] = setting.parse(setting.env, raw)
         settings = cls(**values)
+        if settings.stripe_test_clocks and settings.stripe_api_key and "_live_" in settings.stripe_api_key:
+            raise ConfigError("NOBILL_STRIPE_TEST_CLOCKS", "test clocks exist only in test mode; unset it with a live key")
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", settings.db_app_role):
             raise ConfigError("NOBILL_DB_APP_ROLE", "expected a lower-case PostgreSQL role name")
         return settings

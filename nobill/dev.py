@@ -106,8 +106,8 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     from nobill.api.server import build_server
     from nobill.api.usage_server import start_usage_server
     from nobill.db.database import connect
-    from nobill.jobs.resources import use_database
     from nobill.jobs.runner import start_worker
+    from nobill.jobs.scheduler import start_scheduler
 
     stop = stop_requested()
     settings, keep = prepare(settings)
@@ -117,8 +117,10 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     if settings.grpc_addr.endswith(":0"):  # a free port for the main server: one for usage too
         settings = settings.replace(usage_grpc_addr=settings.usage_grpc_addr.rpartition(":")[0] + ":0")
     usage = start_usage_server(settings, database)
-    use_database(database)
-    worker = start_worker(settings.require("redis_url"), threads=2, namespace=settings.redis_namespace)
+    worker = start_worker(
+        settings.require("redis_url"), threads=2, namespace=settings.redis_namespace, settings=settings, database=database
+    )
+    start_scheduler(settings, stop)  # periodic sweeps (usage aggregation every second)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     usage_address = f"{settings.usage_grpc_addr.rpartition(':')[0]}:{usage.port}"

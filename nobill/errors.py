@@ -56,4 +56,9 @@ class ResourceExhausted(DomainError):
 
 
 class Unavailable(DomainError):
-    """A dependency (database, Redis, Stripe) is down for now; the caller may retry."""
+    """A dependency (database, Redis, Stripe) is down for now; the caller may retry,
+    after `retry_after_seconds` when known."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

@@ -2,7 +2,7 @@
 deltas (the aggregation outbox) and totals per org, metric and billing period.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from rls import app_role, isolate_tenant
 
 revision = "0004"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,15 +1,56 @@
-"""BillingService: proto ⇄ domain for plans. The subscription RPCs answer UNIMPLEMENTED
-(the generated base class) until the billing capability lands."""
+"""BillingService: proto ⇄ domain for plans, subscriptions, checkout, invoices,
+entitlements and the webhook inbox."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from nobill.api import convert
-from nobill.api.context import CallContext
-from nobill.billing import plans
-from nobill.v1 import billing_pb2, billing_pb2_grpc
+from nobill.api.context import CallContext, OrgCallContext
+from nobill.billing import inbox, plans, service
+from nobill.billing.subscriptions import Subscription
+from nobill.config import Settings
+from nobill.stripe.gateway import StripeGateway
+from nobill.v1 import billing_pb2, billing_pb2_grpc, common_pb2
+
+
+def _subscription(value: Subscription) -> billing_pb2.Subscription:
+    return billing_pb2.Subscription(
+        org_id=value.org_id,
+        plan=convert.PLAN_TO_PROTO[value.plan],
+        status=convert.STATUS_TO_PROTO[value.status],
+        trial_end=convert.timestamp(value.trial_end),
+        current_period_end=convert.timestamp(value.current_period_end),
+        cancel_at_period_end=value.cancel_at_period_end,
+        seats=value.seats,
+        has_payment_method=value.has_payment_method,
+        pending_plan=convert.PLAN_TO_PROTO[value.pending_plan] if value.pending_plan else common_pb2.PLAN_UNSPECIFIED,
+        sync_error=value.sync_error or "",
+        current_period_start=convert.timestamp(value.current_period_start),
+        stripe_status=value.stripe_status or "",
+    )
+
+
+def _invoice(value: service.Invoice) -> billing_pb2.Invoice:
+    return billing_pb2.Invoice(
+        id=value.invoice_id,
+        number=value.number,
+        status=value.status,
+        currency=value.currency,
+        amount_due=value.amount_due,
+        amount_paid=value.amount_paid,
+        period_start=convert.timestamp(value.period_start),
+        period_end=convert.timestamp(value.period_end),
+        create_time=convert.timestamp(value.created_at),
+        hosted_invoice_url=value.hosted_invoice_url,
+    )
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(self, settings: Settings, gateway: StripeGateway) -> None:
+        self._settings = settings
+        self._gateway = gateway
+
     def ListPlans(self, request, context: CallContext):  # noqa: N802, ANN001
         return billing_pb2.ListPlansResponse(
             plans=[
@@ -26,4 +67,71 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 )
                 for plan in plans.list_()
             ]
+        )
+
+    def GetSubscription(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        value = service.get(uow=context.uow, org_id=request.org_id)
+        return billing_pb2.GetSubscriptionResponse(subscription=_subscription(value))
+
+    def CreateCheckoutSession(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        session = service.create_checkout_session(
+            uow=context.uow,
+            org_id=request.org_id,
+            gateway=self._gateway,
+            context=context.audit,
+            plan=convert.plan_from_proto(request.plan),
+            success_url=request.success_url,
+            cancel_url=request.cancel_url,
+        )
+        return billing_pb2.CreateCheckoutSessionResponse(checkout_session_id=session.session_id, url=session.url)
+
+    def ChangePlan(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        value = service.change_plan(
+            uow=context.uow,
+            org_id=request.org_id,
+            gateway=self._gateway,
+            context=context.audit,
+            plan=convert.plan_from_proto(request.plan),
+        )
+        return billing_pb2.ChangePlanResponse(subscription=_subscription(value))
+
+    def CancelSubscription(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        value = service.cancel(
+            uow=context.uow,
+            org_id=request.org_id,
+            gateway=self._gateway,
+            context=context.audit,
+            at_period_end=request.at_period_end,
+        )
+        return billing_pb2.CancelSubscriptionResponse(subscription=_subscription(value))
+
+    def ListInvoices(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        found, next_token = service.list_invoices(
+            uow=context.uow, org_id=request.org_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return billing_pb2.ListInvoicesResponse(invoices=[_invoice(i) for i in found], next_page_token=next_token)
+
+    def GetEntitlements(self, request, context: OrgCallContext):  # noqa: N802, ANN001
+        value = service.entitlements(
+            uow=context.uow, org_id=request.org_id, grace=dt.timedelta(days=self._settings.past_due_grace_days)
+        )
+        return billing_pb2.GetEntitlementsResponse(
+            plan=convert.PLAN_TO_PROTO[value.plan],
+            status=convert.STATUS_TO_PROTO[value.status],
+            access_allowed=value.access_allowed,
+            max_members=value.max_members,
+            metered_usage=value.metered_usage,
+            features=list(value.features),
+        )
+
+    def IngestStripeEvent(self, request, context: CallContext):  # noqa: N802, ANN001
+        with context.unit_of_work() as uow:
+            stored = inbox.ingest(
+                uow=uow,
+                payload=request.payload,
+                signature_header=request.signature_header,
+                secrets=self._settings.stripe_webhook_secrets,
+            )
+        return billing_pb2.IngestStripeEventResponse(
+            event_id=stored.event_id, event_type=stored.event_type, duplicate=stored.duplicate
         )

@@ -3,6 +3,8 @@ resolved by the interceptor and passed explicitly (never through thread-local st
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +28,14 @@ class CallContext:
     def audit(self) -> AuditContext:
         return AuditContext(self.principal.actor, self.request_id)
 
-    def unit_of_work(self, *, org_id: str | None = None, user_id: str | None = None) -> UnitOfWork:
-        """A new unit of work, for RPCs that create an org or read across the caller's orgs."""
-        return UnitOfWork(self.database, org_id=org_id, user_id=user_id)
+    @contextlib.contextmanager
+    def unit_of_work(self, *, org_id: str | None = None, user_id: str | None = None) -> Iterator[UnitOfWork]:
+        """A new unit of work, for RPCs that create an org, read across the caller's orgs or
+        touch only global tables; it commits when the block ends without an error (the
+        servicer never commits)."""
+        with UnitOfWork(self.database, org_id=org_id, user_id=user_id) as uow:
+            yield uow
+            uow.commit()
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (abort, set_code, invocation_metadata, is_active, ...) is the

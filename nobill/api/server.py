@@ -21,6 +21,7 @@ from nobill.auth.authenticator import Authenticator
 from nobill.auth.tokens import JwtSettings, TokenVerifier
 from nobill.config import Settings
 from nobill.errors import ConfigError
+from nobill.stripe.gateway import StripeGateway
 from nobill.db.database import Database
 from nobill.v1 import audit_pb2_grpc, billing_pb2_grpc, tenancy_pb2_grpc
 
@@ -60,6 +61,11 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
     `authentication=False` exists for the benchmark's baseline only; nothing in the CLI
     turns it off."""
     rules = load_rules()  # raises ConfigError if any RPC declares no access rule
+    if settings.redis_url:
+        # Changes enqueue their follow-up jobs after commit (nobill/jobs/send.py).
+        from nobill.jobs.broker import configure_broker
+
+        configure_broker(settings.redis_url, namespace=settings.redis_namespace)
     authenticator = Authenticator(token_verifier(settings), database) if authentication else None
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
@@ -73,7 +79,9 @@ def build_server(settings: Settings, database: Database, *, authentication: bool
         maximum_concurrent_rpcs=settings.grpc_threads * 8,
     )
     tenancy_pb2_grpc.add_TenancyServiceServicer_to_server(TenancyServicer(), server)
-    billing_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(), server)
+    billing_pb2_grpc.add_BillingServiceServicer_to_server(
+        BillingServicer(settings, StripeGateway.from_settings(settings)), server
+    )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(), server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

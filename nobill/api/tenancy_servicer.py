@@ -38,7 +38,6 @@ class TenancyServicer(tenancy_pb2_grpc.TenancyServiceServicer):
             org = tenancy.create(
                 uow=uow, context=context.audit, owner_user_id=context.principal.user_id, name=request.name
             )
-            uow.commit()
         return tenancy_pb2.CreateOrganizationResponse(organization=_organization(org))
 
     def GetOrganization(self, request, context: OrgCallContext):  # noqa: N802, ANN001

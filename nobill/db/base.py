@@ -14,6 +14,10 @@ metadata = MetaData(
     }
 )
 
-# Tables shared by every tenant, on purpose: identities exist before and across orgs.
+# Tables shared by every tenant, on purpose: identities exist before and across orgs;
+# billing's routing tables say only which org a Stripe customer or due work belongs to,
+# and its webhook inbox holds Stripe's events before their org is known (docs/BILLING.md).
 # Everything else is org-scoped; tests/db/test_tenant_schema.py holds the line.
-GLOBAL_TABLES = frozenset({"users", "alembic_version"})
+GLOBAL_TABLES = frozenset(
+    {"users", "alembic_version", "stripe_customer_routes", "billing_due_work", "stripe_events"}
+)

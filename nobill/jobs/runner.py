@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import dramatiq
 
 from nobill.config import Settings
 from nobill.jobs.actors import ACTOR_MODULES
 from nobill.jobs.broker import configure_broker
-from nobill.jobs.periodic import Periodic
 from nobill.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
 
 
 def start_worker(
-    redis_url: str, *, threads: int = 8, namespace: str = "nobill", usage_aggregate_seconds: float = 1.0
+    redis_url: str,
+    *,
+    threads: int = 8,
+    namespace: str = "nobill",
+    settings: Settings | None = None,
+    database: Any = None,
 ) -> dramatiq.Worker:
-    """Configure the broker, register every actor and start consuming; returns the worker."""
-    broker = configure_broker(redis_url, namespace=namespace)
-    for module in ACTOR_MODULES:
-        importlib.import_module(module)
-    from nobill.usage.actors import schedule as usage_schedule
+    """Configure the broker, register every actor and start consuming; returns the worker.
+    Actors use `settings` (and `database`, when given) for their database and Stripe."""
+    from nobill.jobs import runtime
 
-    broker.add_middleware(Periodic(usage_schedule(usage_aggregate_seconds)))
+    if settings is not None:
+        runtime.configure(settings, database=database)
+    broker = configure_broker(redis_url, namespace=namespace)
+    for name in ACTOR_MODULES:
+        module = importlib.import_module(name)
+        # A module imported earlier in this process bound its actors to an older broker.
+        for value in vars(module).values():
+            if isinstance(value, dramatiq.Actor) and value.actor_name not in broker.get_declared_actors():
+                value.broker = broker
+                broker.declare_actor(value)
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=1000)
     worker.start()
@@ -37,8 +49,7 @@ def run_worker(settings: Settings, *, threads: int) -> None:
     """Run until SIGTERM/SIGINT, then finish the messages in hand and stop."""
     stop = stop_requested()
     worker = start_worker(
-        settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace,
-        usage_aggregate_seconds=settings.usage_aggregate_seconds,
+        settings.require("redis_url"), threads=threads, namespace=settings.redis_namespace, settings=settings
     )
     stop.wait()
     log.info("worker stopping")

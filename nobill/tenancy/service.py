@@ -13,6 +13,8 @@ from nobill.audit import service as audit
 from nobill.audit.actors import AuditContext
 from nobill.auth.permissions import Role
 from nobill.billing import plans
+from nobill.billing import service as billing
+from nobill.billing import subscriptions as billing_subscriptions
 from nobill.billing.tables import subscriptions
 from nobill.db.compiled import CompiledQuery
 from nobill.db.unit_of_work import UnitOfWork
@@ -115,23 +117,9 @@ def create(*, uow: UnitOfWork, context: AuditContext, owner_user_id: str, name: 
     assert org_id and ids.is_valid("org", org_id)
     name = _clean_name(name)
     now = _now()
-    trial_end = now + plans.TRIAL_LENGTH
     uow.execute(insert(organizations).values(org_id=org_id, name=name, created_at=now, created_by=owner_user_id))
     uow.execute(
         insert(memberships).values(org_id=org_id, user_id=owner_user_id, role=Role.OWNER.value, created_at=now)
-    )
-    # NOTE: every org starts on a 14-day Pro trial with no payment method; Stripe takes
-    # over the subscription's state once the customer checks out.
-    uow.execute(
-        insert(subscriptions).values(
-            org_id=org_id,
-            plan=plans.TRIAL_PLAN.value,
-            status=plans.SubscriptionStatus.TRIALING.value,
-            trial_end=trial_end,
-            cancel_at_period_end=False,
-            seats=1,
-            updated_at=now,
-        )
     )
     audit.start_chain(uow=uow, org_id=org_id)
     audit.record(
@@ -142,17 +130,9 @@ def create(*, uow: UnitOfWork, context: AuditContext, owner_user_id: str, name: 
         target_id=org_id,
         after={"name": name, "owner_user_id": owner_user_id},
     )
-    audit.record(
-        uow=uow,
-        context=context,
-        action="subscription.trial_started",
-        target_type="subscription",
-        target_id=org_id,
-        after={"plan": plans.TRIAL_PLAN.value, "status": "trialing", "trial_end": trial_end.isoformat()},
-    )
-    return Organization(
-        org_id, name, plans.TRIAL_PLAN, plans.SubscriptionStatus.TRIALING, trial_end, now, Role.OWNER
-    )
+    # Billing owns the subscription: it starts the trial and queues the Stripe customer.
+    trial = billing_subscriptions.start_trial(uow=uow, org_id=org_id, context=context, org_name=name)
+    return Organization(org_id, name, trial.plan, trial.status, trial.trial_end, now, Role.OWNER)
 
 
 def _organization_query():
@@ -277,6 +257,7 @@ def add_member(
         target_id=user_id,
         after={"email": email, "role": role.value},
     )
+    billing.request_seat_sync(uow=uow, org_id=uow.org_id, context=context)
     return Member(user_id, email, role, now)
 
 
@@ -322,6 +303,7 @@ def remove_member(*, uow: UnitOfWork, context: AuditContext, actor_permissions: 
         target_id=user_id,
         before={"email": member.email, "role": member.role.value},
     )
+    billing.request_seat_sync(uow=uow, org_id=uow.org_id, context=context)
 
 
 def list_members(*, uow: UnitOfWork, page_size: int, page_token: str) -> tuple[list[Member], str]:

@@ -27,7 +27,7 @@ from nobill.v1 import access_pb2 as nobill_dot_v1_dot_access__pb2
 from nobill.v1 import common_pb2 as nobill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nobill/v1/billing.proto\x12\tnobill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\x1a\x16nobill/v1/common.proto\"\xdf\x01\n\x0bPlanDetails\x12\x1d\n\x04plan\x18\x01 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_amount\x18\x04 \x01(\x03\x12\x13\n\x0bseat_amount\x18\x05 \x01(\x03\x12\x16\n\x0eincluded_seats\x18\x06 \x01(\x05\x12\x13\n\x0bmax_members\x18\x07 \x01(\x05\x12\x15\n\rmetered_usage\x18\x08 \x01(\x08\x12\x1b\n\x13unit_amount_decimal\x18\t \x01(\t\"\x9c\x02\n\x0cSubscription\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.nobill.v1.SubscriptionStatus\x12-\n\ttrial_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_period_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63\x61ncel_at_period_end\x18\x06 \x01(\x08\x12\r\n\x05seats\x18\x07 \x01(\x05\x12\x1a\n\x12has_payment_method\x18\x08 \x01(\x08\"\x9f\x02\n\x07Invoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x12\n\namount_due\x18\x05 \x01(\x03\x12\x13\n\x0b\x61mount_paid\x18\x06 \x01(\x03\x12\x30\n\x0cperiod_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12hosted_invoice_url\x18\n \x01(\t\"\x12\n\x10ListPlansRequest\":\n\x11ListPlansResponse\x12%\n\x05plans\x18\x01 \x03(\x0b\x32\x16.nobill.v1.PlanDetails\"(\n\x16GetSubscriptionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"H\n\x17GetSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"v\n\x1c\x43reateCheckoutSessionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12\x13\n\x0bsuccess_url\x18\x03 \x01(\t\x12\x12\n\ncancel_url\x18\x04 \x01(\t\"I\n\x1d\x43reateCheckoutSessionResponse\x12\x1b\n\x13\x63heckout_session_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"B\n\x11\x43hangePlanRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\"C\n\x12\x43hangePlanResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"B\n\x19\x43\x61ncelSubscriptionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x15\n\rat_period_end\x18\x02 \x01(\x08\"K\n\x1a\x43\x61ncelSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"L\n\x13ListInvoicesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListInvoicesResponse\x12$\n\x08invoices\x18\x01 \x03(\x0b\x32\x12.nobill.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x16GetEntitlementsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\xbd\x01\n\x17GetEntitlementsResponse\x12\x1d\n\x04plan\x18\x01 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.nobill.v1.SubscriptionStatus\x12\x16\n\x0e\x61\x63\x63\x65ss_allowed\x18\x03 \x01(\x08\x12\x13\n\x0bmax_members\x18\x04 \x01(\x05\x12\x15\n\rmetered_usage\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\"E\n\x18IngestStripeEventRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x18\n\x10signature_header\x18\x02 \x01(\t\"T\n\x19IngestStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x32\xf2\x06\n\x0e\x42illingService\x12N\n\tListPlans\x12\x1b.nobill.v1.ListPlansRequest\x1a\x1c.nobill.v1.ListPlansResponse\"\x06\xca\xda\x18\x02\x18\x01\x12l\n\x0fGetSubscription\x12!.nobill.v1.GetSubscriptionRequest\x1a\".nobill.v1.GetSubscriptionResponse\"\x12\xca\xda\x18\x0e\n\x0c\x62illing:read\x12\x80\x01\n\x15\x43reateCheckoutSession\x12\'.nobill.v1.CreateCheckoutSessionRequest\x1a(.nobill.v1.CreateCheckoutSessionResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12_\n\nChangePlan\x12\x1c.nobill.v1.ChangePlanRequest\x1a\x1d.nobill.v1.ChangePlanResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12w\n\x12\x43\x61ncelSubscription\x12$.nobill.v1.CancelSubscriptionRequest\x1a%.nobill.v1.CancelSubscriptionResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12\x64\n\x0cListInvoices\x12\x1e.nobill.v1.ListInvoicesRequest\x1a\x1f.nobill.v1.ListInvoicesResponse\"\x13\xca\xda\x18\x0f\n\rinvoices:read\x12h\n\x0fGetEntitlements\x12!.nobill.v1.GetEntitlementsRequest\x1a\".nobill.v1.GetEntitlementsResponse\"\x0e\xca\xda\x18\n\n\x08org:read\x12u\n\x11IngestStripeEvent\x12#.nobill.v1.IngestStripeEventRequest\x1a$.nobill.v1.IngestStripeEventResponse\"\x15\xca\xda\x18\x11\"\x0fwebhooks:ingestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nobill/v1/billing.proto\x12\tnobill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\x1a\x16nobill/v1/common.proto\"\xdf\x01\n\x0bPlanDetails\x12\x1d\n\x04plan\x18\x01 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x62\x61se_amount\x18\x04 \x01(\x03\x12\x13\n\x0bseat_amount\x18\x05 \x01(\x03\x12\x16\n\x0eincluded_seats\x18\x06 \x01(\x05\x12\x13\n\x0bmax_members\x18\x07 \x01(\x05\x12\x15\n\rmetered_usage\x18\x08 \x01(\x08\x12\x1b\n\x13unit_amount_decimal\x18\t \x01(\t\"\xa8\x03\n\x0cSubscription\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.nobill.v1.SubscriptionStatus\x12-\n\ttrial_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63urrent_period_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63\x61ncel_at_period_end\x18\x06 \x01(\x08\x12\r\n\x05seats\x18\x07 \x01(\x05\x12\x1a\n\x12has_payment_method\x18\x08 \x01(\x08\x12%\n\x0cpending_plan\x18\t \x01(\x0e\x32\x0f.nobill.v1.Plan\x12\x12\n\nsync_error\x18\n \x01(\t\x12\x38\n\x14\x63urrent_period_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstripe_status\x18\x0c \x01(\t\"\x9f\x02\n\x07Invoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x12\n\namount_due\x18\x05 \x01(\x03\x12\x13\n\x0b\x61mount_paid\x18\x06 \x01(\x03\x12\x30\n\x0cperiod_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12hosted_invoice_url\x18\n \x01(\t\"\x12\n\x10ListPlansRequest\":\n\x11ListPlansResponse\x12%\n\x05plans\x18\x01 \x03(\x0b\x32\x16.nobill.v1.PlanDetails\"(\n\x16GetSubscriptionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"H\n\x17GetSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"v\n\x1c\x43reateCheckoutSessionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12\x13\n\x0bsuccess_url\x18\x03 \x01(\t\x12\x12\n\ncancel_url\x18\x04 \x01(\t\"I\n\x1d\x43reateCheckoutSessionResponse\x12\x1b\n\x13\x63heckout_session_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\"B\n\x11\x43hangePlanRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x04plan\x18\x02 \x01(\x0e\x32\x0f.nobill.v1.Plan\"C\n\x12\x43hangePlanResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"B\n\x19\x43\x61ncelSubscriptionRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x15\n\rat_period_end\x18\x02 \x01(\x08\"K\n\x1a\x43\x61ncelSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nobill.v1.Subscription\"L\n\x13ListInvoicesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListInvoicesResponse\x12$\n\x08invoices\x18\x01 \x03(\x0b\x32\x12.nobill.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x16GetEntitlementsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\xbd\x01\n\x17GetEntitlementsResponse\x12\x1d\n\x04plan\x18\x01 \x01(\x0e\x32\x0f.nobill.v1.Plan\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.nobill.v1.SubscriptionStatus\x12\x16\n\x0e\x61\x63\x63\x65ss_allowed\x18\x03 \x01(\x08\x12\x13\n\x0bmax_members\x18\x04 \x01(\x05\x12\x15\n\rmetered_usage\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\"E\n\x18IngestStripeEventRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x18\n\x10signature_header\x18\x02 \x01(\t\"T\n\x19IngestStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x32\xf2\x06\n\x0e\x42illingService\x12N\n\tListPlans\x12\x1b.nobill.v1.ListPlansRequest\x1a\x1c.nobill.v1.ListPlansResponse\"\x06\xca\xda\x18\x02\x18\x01\x12l\n\x0fGetSubscription\x12!.nobill.v1.GetSubscriptionRequest\x1a\".nobill.v1.GetSubscriptionResponse\"\x12\xca\xda\x18\x0e\n\x0c\x62illing:read\x12\x80\x01\n\x15\x43reateCheckoutSession\x12\'.nobill.v1.CreateCheckoutSessionRequest\x1a(.nobill.v1.CreateCheckoutSessionResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12_\n\nChangePlan\x12\x1c.nobill.v1.ChangePlanRequest\x1a\x1d.nobill.v1.ChangePlanResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12w\n\x12\x43\x61ncelSubscription\x12$.nobill.v1.CancelSubscriptionRequest\x1a%.nobill.v1.CancelSubscriptionResponse\"\x14\xca\xda\x18\x10\n\x0e\x62illing:manage\x12\x64\n\x0cListInvoices\x12\x1e.nobill.v1.ListInvoicesRequest\x1a\x1f.nobill.v1.ListInvoicesResponse\"\x13\xca\xda\x18\x0f\n\rinvoices:read\x12h\n\x0fGetEntitlements\x12!.nobill.v1.GetEntitlementsRequest\x1a\".nobill.v1.GetEntitlementsResponse\"\x0e\xca\xda\x18\n\n\x08org:read\x12u\n\x11IngestStripeEvent\x12#.nobill.v1.IngestStripeEventRequest\x1a$.nobill.v1.IngestStripeEventResponse\"\x15\xca\xda\x18\x11\"\x0fwebhooks:ingestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,41 +53,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLANDETAILS']._serialized_start=120
   _globals['_PLANDETAILS']._serialized_end=343
   _globals['_SUBSCRIPTION']._serialized_start=346
-  _globals['_SUBSCRIPTION']._serialized_end=630
-  _globals['_INVOICE']._serialized_start=633
-  _globals['_INVOICE']._serialized_end=920
-  _globals['_LISTPLANSREQUEST']._serialized_start=922
-  _globals['_LISTPLANSREQUEST']._serialized_end=940
-  _globals['_LISTPLANSRESPONSE']._serialized_start=942
-  _globals['_LISTPLANSRESPONSE']._serialized_end=1000
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1002
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1042
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=1044
-  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=1116
-  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_start=1118
-  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_end=1236
-  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_start=1238
-  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_end=1311
-  _globals['_CHANGEPLANREQUEST']._serialized_start=1313
-  _globals['_CHANGEPLANREQUEST']._serialized_end=1379
-  _globals['_CHANGEPLANRESPONSE']._serialized_start=1381
-  _globals['_CHANGEPLANRESPONSE']._serialized_end=1448
-  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_start=1450
-  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_end=1516
-  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_start=1518
-  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_end=1593
-  _globals['_LISTINVOICESREQUEST']._serialized_start=1595
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1671
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1673
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1758
-  _globals['_GETENTITLEMENTSREQUEST']._serialized_start=1760
-  _globals['_GETENTITLEMENTSREQUEST']._serialized_end=1800
-  _globals['_GETENTITLEMENTSRESPONSE']._serialized_start=1803
-  _globals['_GETENTITLEMENTSRESPONSE']._serialized_end=1992
-  _globals['_INGESTSTRIPEEVENTREQUEST']._serialized_start=1994
-  _globals['_INGESTSTRIPEEVENTREQUEST']._serialized_end=2063
-  _globals['_INGESTSTRIPEEVENTRESPONSE']._serialized_start=2065
-  _globals['_INGESTSTRIPEEVENTRESPONSE']._serialized_end=2149
-  _globals['_BILLINGSERVICE']._serialized_start=2152
-  _globals['_BILLINGSERVICE']._serialized_end=3034
+  _globals['_SUBSCRIPTION']._serialized_end=770
+  _globals['_INVOICE']._serialized_start=773
+  _globals['_INVOICE']._serialized_end=1060
+  _globals['_LISTPLANSREQUEST']._serialized_start=1062
+  _globals['_LISTPLANSREQUEST']._serialized_end=1080
+  _globals['_LISTPLANSRESPONSE']._serialized_start=1082
+  _globals['_LISTPLANSRESPONSE']._serialized_end=1140
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1142
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1182
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_start=1184
+  _globals['_GETSUBSCRIPTIONRESPONSE']._serialized_end=1256
+  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_start=1258
+  _globals['_CREATECHECKOUTSESSIONREQUEST']._serialized_end=1376
+  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_start=1378
+  _globals['_CREATECHECKOUTSESSIONRESPONSE']._serialized_end=1451
+  _globals['_CHANGEPLANREQUEST']._serialized_start=1453
+  _globals['_CHANGEPLANREQUEST']._serialized_end=1519
+  _globals['_CHANGEPLANRESPONSE']._serialized_start=1521
+  _globals['_CHANGEPLANRESPONSE']._serialized_end=1588
+  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_start=1590
+  _globals['_CANCELSUBSCRIPTIONREQUEST']._serialized_end=1656
+  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_start=1658
+  _globals['_CANCELSUBSCRIPTIONRESPONSE']._serialized_end=1733
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1735
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1811
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1813
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=1898
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_start=1900
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_end=1940
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_start=1943
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_end=2132
+  _globals['_INGESTSTRIPEEVENTREQUEST']._serialized_start=2134
+  _globals['_INGESTSTRIPEEVENTREQUEST']._serialized_end=2203
+  _globals['_INGESTSTRIPEEVENTRESPONSE']._serialized_start=2205
+  _globals['_INGESTSTRIPEEVENTRESPONSE']._serialized_end=2289
+  _globals['_BILLINGSERVICE']._serialized_start=2292
+  _globals['_BILLINGSERVICE']._serialized_end=3174
 # @@protoc_insertion_point(module_scope)

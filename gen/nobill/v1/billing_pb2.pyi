@@ -82,6 +82,10 @@ class Subscription(_message.Message):
     CANCEL_AT_PERIOD_END_FIELD_NUMBER: _builtins.int
     SEATS_FIELD_NUMBER: _builtins.int
     HAS_PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    PENDING_PLAN_FIELD_NUMBER: _builtins.int
+    SYNC_ERROR_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_START_FIELD_NUMBER: _builtins.int
+    STRIPE_STATUS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     plan: _common_pb2.Plan.ValueType
     status: _common_pb2.SubscriptionStatus.ValueType
@@ -90,10 +94,20 @@ class Subscription(_message.Message):
     """Seats billed (Pro)."""
     has_payment_method: _builtins.bool
     """Whether a payment method is on file with Stripe."""
+    pending_plan: _common_pb2.Plan.ValueType
+    """A plan change asked of Stripe (ChangePlan) that no webhook has confirmed yet."""
+    sync_error: _builtins.str
+    """Set when a Stripe change NOBill queued failed for good (e.g. the customer could not
+    be created); empty otherwise.
+    """
+    stripe_status: _builtins.str
+    """Stripe's own subscription status, before mapping (e.g. "unpaid", "paused")."""
     @_builtins.property
     def trial_end(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def current_period_start(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -105,10 +119,14 @@ class Subscription(_message.Message):
         cancel_at_period_end: _builtins.bool = ...,
         seats: _builtins.int = ...,
         has_payment_method: _builtins.bool = ...,
+        pending_plan: _common_pb2.Plan.ValueType = ...,
+        sync_error: _builtins.str = ...,
+        current_period_start: _timestamp_pb2.Timestamp | None = ...,
+        stripe_status: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end", b"current_period_end", "trial_end", b"trial_end"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "trial_end", b"trial_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "has_payment_method", b"has_payment_method", "org_id", b"org_id", "plan", b"plan", "seats", b"seats", "status", b"status", "trial_end", b"trial_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "has_payment_method", b"has_payment_method", "org_id", b"org_id", "pending_plan", b"pending_plan", "plan", b"plan", "seats", b"seats", "status", b"status", "stripe_status", b"stripe_status", "sync_error", b"sync_error", "trial_end", b"trial_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

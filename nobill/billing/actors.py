@@ -1,0 +1,53 @@
+"""Billing's Dramatiq actors: thin wrappers around the domain functions. Imported only by
+the worker (nobill/jobs/actors.py); everything else enqueues by name (nobill/jobs/send.py)."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from nobill.billing import customers, inbox, outbox, seats, trials  # noqa: F401 - registers outbox handlers
+from nobill.billing import enterprise  # noqa: F401 - registers the enterprise price handler
+from nobill.jobs import runtime
+
+QUEUE = "billing"
+# Dramatiq's Retries middleware backs off exponentially with jitter between these bounds.
+RETRY = {"max_retries": 25, "min_backoff": 500, "max_backoff": 120_000}
+
+
+@dramatiq.actor(actor_name=outbox.RUN_ACTOR, queue_name=QUEUE, **RETRY)
+def run_outbox_row(org_id: str, outbox_id: str) -> None:
+    """Run one Stripe outbox row; a transient Stripe failure raises, so Dramatiq retries."""
+    outbox.run(database=runtime.database(), gateway=runtime.stripe_gateway(), org_id=org_id, outbox_id=outbox_id)
+
+
+@dramatiq.actor(actor_name=inbox.APPLY_ACTOR, queue_name=QUEUE, **RETRY)
+def apply_stripe_event(event_id: str) -> None:
+    """Apply one stored webhook event; unknown customers and transient failures retry."""
+    settings = runtime.settings()
+    inbox.apply(
+        database=runtime.database(),
+        gateway=runtime.stripe_gateway(),
+        event_id=event_id,
+        max_attempts=settings.stripe_event_attempts,
+        seat_sync_delay=settings.seat_sync_delay_seconds,
+    )
+
+
+@dramatiq.actor(actor_name="nobill.billing.sweep_outbox", queue_name=QUEUE, max_retries=0)
+def sweep_outbox() -> None:
+    outbox.sweep(database=runtime.database())
+
+
+@dramatiq.actor(actor_name="nobill.billing.sweep_inbox", queue_name=QUEUE, max_retries=0)
+def sweep_inbox() -> None:
+    inbox.sweep(database=runtime.database())
+
+
+@dramatiq.actor(actor_name="nobill.billing.expire_trials", queue_name=QUEUE, max_retries=0)
+def expire_trials() -> None:
+    trials.expire_due(database=runtime.database(), gateway=runtime.stripe_gateway())
+
+
+@dramatiq.actor(actor_name="nobill.billing.reconcile_seats", queue_name=QUEUE, max_retries=0, time_limit=30 * 60_000)
+def reconcile_seats() -> None:
+    seats.reconcile(database=runtime.database(), gateway=runtime.stripe_gateway())

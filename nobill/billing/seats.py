@@ -1,0 +1,98 @@
+"""Pro seats: the subscription's seat quantity equals the org's member count. Membership
+changes queue one coalesced sync per org (Stripe allows about 200 quantity updates per
+hour per subscription); reconciliation finds and corrects drift."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from nobill.audit import service as audit
+from nobill.billing import accounts, actors_context, outbox, subscriptions
+from nobill.billing.plans import PlanCode
+from nobill.billing.tables import subscriptions as subscriptions_table
+from nobill.db.database import Database
+from nobill.db.unit_of_work import UnitOfWork
+from nobill.stripe.errors import StripeFailure
+from nobill.stripe.gateway import StripeGateway
+
+log = logging.getLogger("nobill.billing.seats")
+
+
+@outbox.handler("sync_seats")
+def sync_seats(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow) -> None:
+    """Set the seat item's quantity to the member count as it is now (not as it was when
+    the row was queued: later changes ride along)."""
+    current = subscriptions.get(uow=uow, org_id=row.org_id)
+    if current.plan is not PlanCode.PRO or not current.has_live_stripe_subscription or not current.stripe_subscription_id:
+        return
+    members = subscriptions.member_count(uow=uow)
+    snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
+    item_id = subscriptions.seat_item_id(snapshot)
+    quantity = subscriptions.seat_quantity(snapshot)
+    if item_id is None or quantity == members:
+        return
+    gateway.update_subscription_item(
+        item_id,
+        params={"quantity": members, "proration_behavior": "create_prorations"},
+        idempotency_key=f"{row.idempotency_key}-{members}",
+    )
+    uow.execute(update(subscriptions_table).where(subscriptions_table.c.org_id == row.org_id).values(seats=members))
+    audit.record(
+        uow=uow,
+        context=row.requested_by,
+        action="subscription.seats_synced",
+        target_type="subscription",
+        target_id=row.org_id,
+        before={"seats": quantity},
+        after={"seats": members},
+    )
+
+
+@dataclass(frozen=True)
+class Drift:
+    org_id: str
+    stripe_seats: int
+    members: int
+
+
+def reconcile(*, database: Database, gateway: StripeGateway) -> list[Drift]:
+    """Compare every Pro subscription's seats on Stripe with the member count; queue a
+    sync for each drift and report them (log line and audit event per org)."""
+    run_id = f"reconcile-{uuid.uuid4().hex[:12]}"
+    context = actors_context.system("seat-reconciliation", run_id)
+    drifts: list[Drift] = []
+    after = ""
+    while True:
+        with UnitOfWork(database) as uow:
+            page = accounts.orgs_with_customers(uow=uow, after=after)
+        if not page:
+            break
+        for org_id, _customer in page:
+            with UnitOfWork(database, org_id=org_id) as uow:
+                current = subscriptions.get(uow=uow, org_id=org_id)
+                if current.plan is not PlanCode.PRO or not current.has_live_stripe_subscription:
+                    continue
+                assert current.stripe_subscription_id
+                try:
+                    snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
+                except StripeFailure as error:
+                    log.warning("seat reconciliation skipped an org", extra={"org_id": org_id, "error": error.message})
+                    continue
+                quantity = subscriptions.seat_quantity(snapshot)
+                members = subscriptions.member_count(uow=uow)
+                if quantity is None or quantity == members:
+                    continue
+                drifts.append(Drift(org_id, quantity, members))
+                audit.record(
+                    uow=uow, context=context, action="subscription.seat_drift_found", target_type="subscription",
+                    target_id=org_id, before={"seats": quantity}, after={"members": members},
+                )
+                outbox.add_coalesced(uow=uow, org_id=org_id, kind="sync_seats", payload={}, context=context, delay_seconds=0)
+                uow.commit()
+        after = page[-1][0]
+    log.info("seat reconciliation finished", extra={"drifts": len(drifts), "orgs": [d.org_id for d in drifts], "run_id": run_id})
+    return drifts

@@ -1,0 +1,1 @@
+"""Everything that talks to Stripe: the ONLY package that imports `stripe`."""
