@@ -72,6 +72,44 @@ def upgrade() -> None:
     )
     isolate_tenant("usage_totals", privileges="SELECT, INSERT, UPDATE")
 
+    # Reports of usage deltas to Stripe meters: pending before the call, sent after it. At
+    # most one pending report per org and metric (one Stripe customer, one meter): one call
+    # in flight per customer and meter, and a crash retries the same identifier.
+    op.create_table(
+        "usage_reports",
+        sa.Column("org_id", sa.Text, sa.ForeignKey("organizations.org_id"), nullable=False),
+        sa.Column("report_id", sa.Text, nullable=False),
+        sa.Column("metric", sa.Text, nullable=False),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("quantity", sa.BigInteger, nullable=False),
+        sa.Column("identifier", sa.Text, nullable=False),
+        sa.Column("stripe_customer_id", sa.Text, nullable=False),
+        sa.Column("event_timestamp", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("claimed_until", sa.DateTime(timezone=True)),
+        sa.Column("last_error", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True)),
+        sa.PrimaryKeyConstraint("org_id", "report_id"),
+        sa.UniqueConstraint("org_id", "identifier"),
+        sa.CheckConstraint("state IN ('pending', 'sent', 'superseded', 'failed')", name="state"),
+    )
+    op.create_index(
+        "usage_reports_org_id_metric_idx", "usage_reports", ["org_id", "metric"],
+        unique=True, postgresql_where=sa.text("state = 'pending'"),
+    )
+    isolate_tenant("usage_reports", privileges="SELECT, INSERT, UPDATE")
+    op.create_table(
+        "usage_reconciliations",
+        sa.Column("org_id", sa.Text, sa.ForeignKey("organizations.org_id"), nullable=False),
+        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("in_sync", sa.Boolean, nullable=False),
+        sa.Column("drift_quantity", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("org_id"),
+    )
+    isolate_tenant("usage_reconciliations", privileges="SELECT, INSERT, UPDATE")
+
     # Partitions are created ahead of time by a job (and on demand by ingestion) through
     # this function: the app role owns nothing and cannot run DDL itself.
     op.execute(
@@ -117,7 +155,24 @@ def upgrade() -> None:
             SELECT DISTINCT org_id FROM usage_deltas
         $$"""
     )
+    # Orgs with usage not yet reported to Stripe (or a report waiting): ids only.
+    op.execute(
+        """CREATE FUNCTION nobill_usage_orgs_to_report() RETURNS SETOF text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            SELECT org_id FROM usage_totals WHERE quantity > reported_quantity
+            UNION SELECT org_id FROM usage_reports WHERE state = 'pending'
+        $$"""
+    )
+    # Orgs with usage reported in the last `days` days: what reconciliation compares.
+    op.execute(
+        """CREATE FUNCTION nobill_usage_orgs_reported_since(since timestamptz) RETURNS SETOF text
+        LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+            SELECT DISTINCT org_id FROM usage_reports WHERE created_at >= since
+        $$"""
+    )
     for function in (
+        "nobill_usage_orgs_to_report()",
+        "nobill_usage_orgs_reported_since(timestamptz)",
         "nobill_usage_ensure_partition(integer)",
         "nobill_usage_drop_partitions_before(integer)",
         "nobill_usage_orgs_with_deltas()",
@@ -131,6 +186,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS nobill_usage_orgs_reported_since(timestamptz)")
+    op.execute("DROP FUNCTION IF EXISTS nobill_usage_orgs_to_report()")
+    op.drop_table("usage_reconciliations")
+    op.drop_table("usage_reports")
     op.execute("DROP FUNCTION IF EXISTS nobill_usage_orgs_with_deltas()")
     op.execute("DROP FUNCTION IF EXISTS nobill_usage_drop_partitions_before(integer)")
     op.execute("DROP FUNCTION IF EXISTS nobill_usage_ensure_partition(integer)")

@@ -68,8 +68,14 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             start=_datetime(request.start_time) if request.HasField("start_time") else None,
             end=_datetime(request.end_time) if request.HasField("end_time") else None,
         )
+        reconciliation = found.last_reconciliation
         return usage_pb2.GetUsageSummaryResponse(
             billed=found.billed,
+            last_reconciliation=None if reconciliation is None else usage_pb2.ReconciliationResult(
+                checked_at=_timestamp(reconciliation.checked_at),
+                in_sync=reconciliation.in_sync,
+                drift_quantity=reconciliation.drift_quantity,
+            ),
             totals=[
                 usage_pb2.MetricTotal(
                     metric=total.metric,

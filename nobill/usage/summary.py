@@ -27,9 +27,17 @@ class MetricTotal:
 
 
 @dataclass(frozen=True)
+class Reconciliation:
+    checked_at: dt.datetime
+    in_sync: bool
+    drift_quantity: int
+
+
+@dataclass(frozen=True)
 class Summary:
     totals: list[MetricTotal]
     billed: bool
+    last_reconciliation: Reconciliation | None
 
 
 _TOTALS = text(
@@ -73,4 +81,9 @@ def get(
         )
         for name, period_start, quantity, count, reported in rows
     ]
-    return Summary(totals=totals, billed=billed)
+    row = uow.execute(
+        text("SELECT checked_at, in_sync, drift_quantity FROM usage_reconciliations WHERE org_id = :org_id"),
+        {"org_id": org_id},
+    ).one_or_none()
+    reconciliation = None if row is None else Reconciliation(row.checked_at, row.in_sync, row.drift_quantity)
+    return Summary(totals=totals, billed=billed, last_reconciliation=reconciliation)

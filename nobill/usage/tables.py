@@ -5,6 +5,11 @@ are created and dropped at run time (nobill/usage/partitions.py) and are not dec
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
+    Index,
+    UniqueConstraint,
+    text,
     Column,
     DateTime,
     ForeignKeyConstraint,
@@ -59,5 +64,42 @@ usage_totals = Table(
     Column("reported_quantity", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("org_id", "metric", "period_start"),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+)
+
+# Reports of usage deltas to Stripe meters (pending before the call, sent after it).
+usage_reports = Table(
+    "usage_reports",
+    metadata,
+    Column("org_id", Text, nullable=False),
+    Column("report_id", Text, nullable=False),
+    Column("metric", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("identifier", Text, nullable=False),
+    Column("stripe_customer_id", Text, nullable=False),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("org_id", "report_id"),
+    UniqueConstraint("org_id", "identifier"),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    CheckConstraint("state IN ('pending', 'sent', 'superseded', 'failed')", name="state"),
+    Index("usage_reports_org_id_metric_idx", "org_id", "metric", unique=True, postgresql_where=text("state = 'pending'")),
+)
+
+# The last comparison of the org's reported totals with Stripe's meter summaries.
+usage_reconciliations = Table(
+    "usage_reconciliations",
+    metadata,
+    Column("org_id", Text, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("in_sync", Boolean, nullable=False),
+    Column("drift_quantity", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
 )
