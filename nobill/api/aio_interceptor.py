@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -86,7 +86,7 @@ class StreamCallContext(CallContext):
         return await self.gate.run_in_org(self.rule, self.principal, org_id, work)
 
 
-def rich_status(code: grpc.StatusCode, message: str, error: BaseException) -> tuple[tuple[str, bytes], ...]:
+def rich_status(code: grpc.StatusCode, message: str, error: BaseException) -> tuple[tuple[str, str | bytes], ...]:
     """Trailing metadata carrying a google.rpc.Status, with BadRequest field violations
     for an INVALID_ARGUMENT that names its field."""
     status = status_pb2.Status(code=code.value[0], message=message)
@@ -169,7 +169,7 @@ class AioInterceptor(grpc.aio.ServerInterceptor):
 
     async def _fail(self, context: grpc.aio.ServicerContext, method: str, request_id: str, error: BaseException) -> None:
         code, message = status_of(error, method, request_id)
-        trailing = rich_status(code, message, error)
+        trailing: tuple[tuple[str, str | bytes], ...] = rich_status(code, message, error)
         if request_id:
             trailing = (("x-request-id", request_id), *trailing)
         await context.abort(code, message, trailing_metadata=trailing)
@@ -193,12 +193,12 @@ class AioInterceptor(grpc.aio.ServerInterceptor):
                 request_id, principal = await self._begin(context)
                 if rule.kind != "org_permission":
                     _check_orgless_access(rule, principal)
-                    return await self.run(behavior, request, CallContext(context, principal, request_id, self._database))
+                    return await self.run(behavior, request, CallContext(_sync_view(context), principal, request_id, self._database))
                 org_id = org_id_of(request)
 
                 def in_org() -> Any:
                     with self._nobill.org_unit_of_work(rule, principal, org_id) as (uow, grant):
-                        response = behavior(request, OrgCallContext(context, principal, request_id, self._database, uow, grant))
+                        response = behavior(request, OrgCallContext(_sync_view(context), principal, request_id, self._database, uow, grant))
                         if not uow.committed:
                             uow.commit()
                     return response
@@ -229,7 +229,7 @@ class AioInterceptor(grpc.aio.ServerInterceptor):
                 self.limits.acquire(key)
                 caller = key
                 stream_context = StreamCallContext(
-                    context, principal, request_id, self._database, rule, self, self._idle_timeout
+                    _sync_view(context), principal, request_id, self._database, rule, self, self._idle_timeout
                 )
                 async for response in behavior(request_iterator, stream_context):
                     yield response
@@ -244,6 +244,12 @@ class AioInterceptor(grpc.aio.ServerInterceptor):
                     self.limits.release(caller)
 
         return call
+
+
+def _sync_view(context: grpc.aio.ServicerContext) -> grpc.ServicerContext:
+    """The aio context where handlers expect a context: they read metadata and peer from
+    it and raise typed errors instead of aborting, so the shared surface is enough."""
+    return cast(grpc.ServicerContext, context)
 
 
 def _aborted(error: BaseException) -> bool:

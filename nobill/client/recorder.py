@@ -17,6 +17,7 @@ import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -254,7 +255,7 @@ class UsageRecorder:
         self._cond.notify_all()  # record() may wait for room
         return request
 
-    def _read_acks(self, call: grpc.Call, acked: threading.Event) -> None:
+    def _read_acks(self, call: Any, acked: threading.Event) -> None:
         try:
             for response in call:
                 with self._cond:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import CursorResult
 
 from nobill.audit import service as audit
 from nobill.audit.actors import Actor, ActorType, AuditContext
@@ -142,11 +144,11 @@ def _claim(*, uow: UnitOfWork, org_id: str, now: dt.datetime) -> list[Report]:
 
 
 def _mark_sent(*, uow: UnitOfWork, org_id: str, report: Report, now: dt.datetime) -> None:
-    done = uow.execute(
+    done = cast(CursorResult, uow.execute(
         update(usage_reports)
         .where(usage_reports.c.org_id == org_id, usage_reports.c.report_id == report.report_id, usage_reports.c.state == "pending")
         .values(state="sent", sent_at=now, claimed_until=None, last_error=None)
-    ).rowcount
+    )).rowcount
     if done:  # never count a report twice, even if two runs raced to confirm it
         uow.execute(
             update(usage_totals)

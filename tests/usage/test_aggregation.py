@@ -110,25 +110,16 @@ def test_the_summary_counts_what_is_not_aggregated_yet(database) -> None:
 
 
 def test_the_worker_aggregates_on_its_own(settings, database, superuser) -> None:
-    from nobill.jobs.runner import start_worker
-    from nobill.jobs.scheduler import Periodic, Scheduler
+    from nobill.jobs.scheduler import Periodic
+
+    from usage_workers import isolated_worker
 
     org_id = _org(database)
     _record(database, org_id, [f"w{i}" for i in range(20)], "api_requests", 5)
-    worker = start_worker(settings.redis_url, threads=2, namespace=settings.redis_namespace, settings=settings, database=database)
-    scheduler = Scheduler(settings.redis_url, namespace=settings.redis_namespace, schedule=(Periodic("nobill.usage.sweep", 0.2),))
-    stop = threading.Event()
-    ticker = threading.Thread(target=scheduler.run, args=(stop,), kwargs={"interval": 0.2})
-    ticker.start()
-    try:
+    with isolated_worker(settings, database, (Periodic("nobill.usage.sweep", 0.2),)):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and _aggregated(superuser, org_id) != {"api_requests": 100}:
             time.sleep(0.1)
-    finally:
-        stop.set()
-        ticker.join()
-        worker.stop(timeout=10_000)
-        worker.broker.close()
 
     assert _aggregated(superuser, org_id) == {"api_requests": 100}
 

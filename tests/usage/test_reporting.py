@@ -266,9 +266,10 @@ def test_reconciliation_reports_drift_in_the_log_the_audit_and_the_summary(world
 
 
 def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, database, database_url) -> None:
-    from nobill.jobs.runner import start_worker
-    from nobill.jobs.scheduler import Periodic, Scheduler
+    from nobill.jobs.scheduler import Periodic
     from nobill.usage import actors
+
+    from usage_workers import isolated_worker
 
     url, meters = world
     _, settings = meter_sandbox
@@ -278,20 +279,11 @@ def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, data
         ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(keys, ["api_requests"] * 300, [2] * 300, [0] * 300, [""] * 300))
         uow.commit()
     actors._meters.clear()
-    worker = start_worker(settings.redis_url, threads=4, namespace=settings.redis_namespace, settings=settings, database=database)
-    scheduler = Scheduler(settings.redis_url, namespace=settings.redis_namespace,
-                          schedule=(Periodic(actors.SWEEP, 0.2), Periodic(actors.REPORT_SWEEP, 0.2)))
-    stop = threading.Event()
-    ticker = threading.Thread(target=scheduler.run, args=(stop,), kwargs={"interval": 0.2})
-    ticker.start()
-    try:
+    with isolated_worker(settings, database, (Periodic(actors.SWEEP, 0.2), Periodic(actors.REPORT_SWEEP, 0.2))):
         deadline = dt.datetime.now(UTC) + dt.timedelta(seconds=30)
         while dt.datetime.now(UTC) < deadline and _stripe_totals(meters, customer) != {"api_requests": 600}:
             threading.Event().wait(0.2)
-    finally:
-        stop.set()
-        ticker.join()
-        worker.stop(timeout=10_000)
+    actors._meters.clear()
 
     assert _stripe_totals(meters, customer) == {"api_requests": 600}
     _assert_in_stripe(database, meters, org_id, customer)
