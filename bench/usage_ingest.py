@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Usage ingestion throughput: N concurrent StreamUsage streams from the client library
 (nobill.client.UsageRecorder), batches of 500-1,000 events, 50 orgs, 5% duplicate keys,
-against `nobill serve` and `nobill worker` on real PostgreSQL and Redis.
+against `nobill serve`, `nobill worker` and `nobill scheduler` on real PostgreSQL and Redis.
 
     python bench/usage_ingest.py [--seconds 60] [--streams 8] [--client-processes 4]
 
@@ -62,7 +62,7 @@ def _wait_for_port(port: int, timeout: float = 30) -> None:
 
 
 def _client_process(args: tuple) -> dict:
-    target, token, orgs, streams, seconds, seed, duplicate_rate = args
+    target, token, orgs, streams, seconds, seed, duplicate_rate, in_flight = args
     from nobill.client import UsageRecorder
 
     latencies: list[float] = []
@@ -73,7 +73,7 @@ def _client_process(args: tuple) -> dict:
             latencies.append(elapsed)
 
     recorders = [
-        UsageRecorder(target, token, batch_size=1000, linger=0.02, max_in_flight=2, max_buffered=4000, on_ack=on_ack)
+        UsageRecorder(target, token, batch_size=1000, linger=0.02, max_in_flight=in_flight, max_buffered=4000, on_ack=on_ack)
         for _ in range(streams)
     ]
     chooser = random.Random(seed)
@@ -91,17 +91,19 @@ def _client_process(args: tuple) -> dict:
             metric = local.choice(METRICS)
             size = local.randint(500, 1000)  # one batch's worth for one org
             recent = recent_by_org[org_id]
+            keys = []
             for _ in range(size):
                 if recent and local.random() < duplicate_rate:
-                    key = local.choice(recent)
+                    keys.append(local.choice(recent))
                 else:
                     counter += 1
                     key = prefix + str(counter)
+                    keys.append(key)
                     if len(recent) < 2000:
                         recent.append(key)
                     else:
                         recent[counter % 2000] = key
-                recorder.record(org_id, metric, 1, idempotency_key=key)
+            recorder.record_many(org_id, metric, keys, 1)
             with lock:
                 sent += size
 
@@ -228,6 +230,7 @@ def main() -> int:
     parser.add_argument("--client-processes", type=int, default=4, help="load-generator processes (default 4)")
     parser.add_argument("--orgs", type=int, default=50, help="organizations (default 50)")
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of resent keys (default 0.05)")
+    parser.add_argument("--in-flight", type=int, default=1, help="unacknowledged batches per stream (default 1)")
     parser.add_argument("--db-threads", type=int, default=4, help="NOBILL_USAGE_DB_THREADS of the server (default 4)")
     parser.add_argument("--copy-rows", type=int, default=2_000_000, help="rows for the plain COPY baseline (default 2M)")
     args = parser.parse_args()
@@ -262,6 +265,8 @@ def main() -> int:
         server = subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env, cwd=ROOT)
         processes.append(server)
         processes.append(subprocess.Popen([sys.executable, "-m", "nobill.cli", "worker", "--threads", "2"], env=env, cwd=ROOT))
+        # The scheduler sends the aggregation sweep every second.
+        processes.append(subprocess.Popen([sys.executable, "-m", "nobill.cli", "scheduler"], env=env, cwd=ROOT))
         _wait_for_port(main_port)
         _wait_for_port(usage_port)
 
@@ -292,7 +297,7 @@ def main() -> int:
         with multiprocessing.get_context("spawn").Pool(args.client_processes) as pool:
             started = time.perf_counter()
             pending = pool.map_async(_client_process, [
-                (f"127.0.0.1:{usage_port}", service, orgs, n, args.seconds, seed, args.duplicates)
+                (f"127.0.0.1:{usage_port}", service, orgs, n, args.seconds, seed, args.duplicates, args.in_flight)
                 for seed, n in enumerate(per_process) if n
             ])
             while not pending.ready():

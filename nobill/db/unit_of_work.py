@@ -148,6 +148,16 @@ class UnitOfWork:
                 for row in rows:
                     copy.write_row(row)
 
+    def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        """COPY ... FROM STDIN of rows already in COPY's text format (tab-separated, one
+        row a line, special characters escaped by the caller); same binding as copy_rows."""
+        for name in (table, *columns):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+        with self._driver().cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                copy.write(data)
+
     def ensure_temp_table(self, name: str, columns_sql: str) -> None:
         """Create a per-connection staging table (rows vanish at commit) unless this
         connection already has it."""

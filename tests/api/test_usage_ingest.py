@@ -279,3 +279,16 @@ def test_a_stream_without_a_token_is_refused_before_any_message(usage_channel) -
     never.put(None)
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_keys_and_properties_with_copy_special_characters_are_stored_as_sent(channel, usage_channel, superuser) -> None:
+    org_id, owner = usage_org(channel, superuser)
+    keys = ["tab\tkey", "back\\slash", "new\nline", r"\N", "plain"]
+    events = [event(key, properties=f"p-{key}") for key in keys]
+
+    response = _usage(usage_channel, owner).usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=events))
+    again = _usage(usage_channel, owner).usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=events))
+
+    assert (response.accepted, again.duplicates) == (5, 5)
+    stored = dict(superuser.execute("SELECT idempotency_key, properties FROM usage_events WHERE org_id = %s", (org_id,)).fetchall())
+    assert stored == {key: f"p-{key}" for key in keys}

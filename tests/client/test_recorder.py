@@ -141,3 +141,14 @@ def test_the_client_package_imports_nothing_from_the_server() -> None:
                     "logging", "queue", "random", "threading", "time", "uuid", "collections", "dataclasses", "typing"
                 }:
                     assert name.startswith(allowed), f"{path.name} imports {name}"
+
+
+def test_record_many_hands_over_a_batch_at_once(channel, usage_server, superuser) -> None:
+    org_id, owner = usage_org(channel, superuser)
+
+    with UsageRecorder(f"127.0.0.1:{usage_server.port}", owner.token, batch_size=700) as recorder:
+        recorder.record_many(org_id, "api_requests", [f"m-{i}" for i in range(1500)], 2)
+        recorder.record_many(org_id, "api_requests", [f"m-{i}" for i in range(100)], 2)  # resent
+
+    assert (recorder.stats.accepted, recorder.stats.duplicates) == (1500, 100)
+    assert _stored(superuser, org_id) == (1500, 3000)
