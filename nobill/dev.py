@@ -102,6 +102,21 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     }
 
 
+def sync_catalog(settings: Settings) -> None:
+    """`nobill stripe sync` against the dev Stripe (the sandbox unless STRIPE_API_KEY is set)."""
+    from nobill.billing.catalog_sync import sync
+    from nobill.stripe.errors import StripeFailure
+    from nobill.stripe.gateway import StripeGateway
+
+    _progress("syncing the plan catalog to Stripe")
+    try:
+        report = sync(StripeGateway.from_settings(settings))
+    except StripeFailure as error:
+        print(f"    catalog sync failed ({error.message}); run `nobill stripe sync` later", flush=True)
+        return
+    print(f"    {len(report.created)} created, {len(report.updated)} updated, {len(report.unchanged)} unchanged", flush=True)
+
+
 def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     from nobill.api.server import build_server
     from nobill.api.usage_server import start_usage_server
@@ -112,7 +127,8 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     stop = stop_requested()
     settings, keep = prepare(settings)
     database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
-    _progress("starting the gRPC server and the worker")
+    sync_catalog(settings)
+    _progress("starting the gRPC server, the worker and the scheduler")
     running = build_server(settings, database)
     if settings.grpc_addr.endswith(":0"):  # a free port for the main server: one for usage too
         settings = settings.replace(usage_grpc_addr=settings.usage_grpc_addr.rpartition(":")[0] + ":0")
@@ -120,7 +136,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     worker = start_worker(
         settings.require("redis_url"), threads=2, namespace=settings.redis_namespace, settings=settings, database=database
     )
-    start_scheduler(settings, stop)  # periodic sweeps (usage aggregation every second)
+    scheduler = start_scheduler(settings, stop)
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     usage_address = f"{settings.usage_grpc_addr.rpartition(':')[0]}:{usage.port}"
@@ -148,6 +164,7 @@ def run_dev(settings: Settings, *, ready_file: str | None = None) -> None:
     print("stopping...", flush=True)
     running.stop(grace=5)
     usage.stop(grace=5)
+    scheduler.join(timeout=5)
     worker.stop(timeout=10_000)
     database.dispose()
     for handle in reversed(keep):

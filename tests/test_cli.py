@@ -17,11 +17,11 @@ import psycopg
 import pytest
 
 from nobill.auth.tokens import JwtSettings, TokenVerifier
-from nobill.v1 import tenancy_pb2
+from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
 from support import TEST_SECRET, Client, mint, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox"]
+COMMANDS = ["serve", "worker", "migrate", "token", "dev", "sandbox", "scheduler", "stripe"]
 
 
 def nobill(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -247,9 +247,19 @@ def test_dev_uses_configured_servers_and_writes_dev_json(tmp_path: Path, databas
         assert info["stripe_api_base"].startswith("http://127.0.0.1:")
         org = _create_org(info["grpc_addr"], info["token"])
         assert org.subscription_status == 1  # trialing
+        # dev synced the catalog to its sandbox; its worker creates the org's customer.
+        with grpc.insecure_channel(info["grpc_addr"]) as channel:
+            session = Client(channel, info["token"]).billing.CreateCheckoutSession(
+                billing_pb2.CreateCheckoutSessionRequest(
+                    org_id=org.id, plan=common_pb2.PLAN_PRO, success_url="https://example.com/ok",
+                    cancel_url="https://example.com/cancel",
+                )
+            )
+        assert session.checkout_session_id.startswith("cs_") and session.url
     finally:
         stdout = _stop(process)
     assert info["grpc_addr"] in stdout and info["token"] in stdout
+    assert "syncing the plan catalog to Stripe" in stdout
 
 
 @pytest.mark.e2e

@@ -135,9 +135,38 @@ def upgrade() -> None:
         sa.CheckConstraint("state IN ('pending', 'applied', 'ignored', 'parked')", name="stripe_events_state_check"),
     )
     op.create_index("stripe_events_state_received_at_idx", "stripe_events", ["state", "received_at"])
+    _backfill_existing_orgs()
     op.execute(f'GRANT SELECT, INSERT ON stripe_customer_routes TO "{role}"')
     op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON billing_due_work TO "{role}"')
     op.execute(f'GRANT SELECT, INSERT, UPDATE ON stripe_events TO "{role}"')
+
+
+def _backfill_existing_orgs() -> None:
+    """Orgs created before billing existed get what start_trial gives a new org: a
+    customers row, the outbox row that creates their Stripe customer (same idempotency
+    key), and their marks in the due-work index. Runs as the migrating owner."""
+    op.execute(
+        "INSERT INTO stripe_customers (org_id, created_at, updated_at) "
+        "SELECT org_id, now(), now() FROM organizations ON CONFLICT DO NOTHING"
+    )
+    op.execute(
+        """INSERT INTO stripe_outbox (org_id, outbox_id, kind, payload, idempotency_key, state, attempts,
+                                      next_attempt_at, requested_by, created_at)
+           SELECT o.org_id, 'obx_migrated_' || o.org_id, 'create_customer', jsonb_build_object('name', o.name),
+                  'nobill-customer-' || o.org_id, 'pending', 0, now(),
+                  jsonb_build_object('type', 'system', 'id', 'migration-0003', 'display_name', 'NOBill migration 0003',
+                                     'request_id', 'migration-0003'),
+                  now()
+           FROM organizations o ON CONFLICT DO NOTHING"""
+    )
+    op.execute(
+        "INSERT INTO billing_due_work (kind, org_id, due_at) SELECT 'outbox', org_id, now() FROM organizations "
+        "ON CONFLICT DO NOTHING"
+    )
+    op.execute(
+        "INSERT INTO billing_due_work (kind, org_id, due_at) SELECT 'trial_end', org_id, trial_end FROM subscriptions "
+        "WHERE status = 'trialing' AND trial_end IS NOT NULL AND stripe_subscription_id IS NULL ON CONFLICT DO NOTHING"
+    )
 
 
 def downgrade() -> None:

@@ -3,6 +3,8 @@ the worker (nobill/jobs/actors.py); everything else enqueues by name (nobill/job
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 
 from nobill.billing import customers, inbox, outbox, seats, trials  # noqa: F401 - registers outbox handlers
@@ -11,7 +13,7 @@ from nobill.jobs import runtime
 
 QUEUE = "billing"
 # Dramatiq's Retries middleware backs off exponentially with jitter between these bounds.
-RETRY = {"max_retries": 25, "min_backoff": 500, "max_backoff": 120_000}
+RETRY: dict[str, Any] = {"max_retries": 25, "min_backoff": 500, "max_backoff": 120_000}
 
 
 @dramatiq.actor(actor_name=outbox.RUN_ACTOR, queue_name=QUEUE, **RETRY)

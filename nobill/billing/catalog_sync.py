@@ -68,9 +68,15 @@ def _same_price(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return Decimal(str(existing.get("unit_amount_decimal"))) == Decimal(wanted["unit_amount_decimal"])
 
 
-def sync(gateway: StripeGateway, *, progress: Callable[[str], None] = lambda line: None) -> SyncReport:
-    """Create or update the catalog's meters, products and prices on Stripe."""
-    catalog = plans.catalog()
+def sync(
+    gateway: StripeGateway,
+    *,
+    progress: Callable[[str], None] = lambda line: None,
+    catalog: plans.Catalog | None = None,
+) -> SyncReport:
+    """Create or update the catalog's meters, products and prices on Stripe (the checked-in
+    catalog unless another is given)."""
+    catalog = catalog or plans.catalog()
     report = SyncReport()
 
     meters = {meter["event_name"]: meter for meter in gateway.list_meters()}
@@ -142,4 +148,8 @@ def sync(gateway: StripeGateway, *, progress: Callable[[str], None] = lambda lin
         else:
             report.created.append(name)
             progress(f"created  {name} ({created['id']})")
+    if report.changed:
+        from nobill.billing import prices
+
+        prices.forget()
     return report

@@ -4,8 +4,6 @@ when the customer is needed before the worker got to it."""
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import select
 
 from nobill.audit import service as audit
@@ -27,9 +25,11 @@ def create_customer(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.Outb
         return
     test_clock = None
     if gateway.test_clocks:
-        # The same key every time: a retry after a crash finds the clock it created.
+        # The same key and the same parameters on every attempt (the clock starts when the
+        # row was queued): a retry after a crash gets the clock the first attempt created.
         clock = gateway.create_test_clock(
-            frozen_time=int(time.time()), name=f"nobill {row.org_id}", idempotency_key=f"{row.idempotency_key}-clock"
+            frozen_time=int(row.created_at.timestamp()), name=f"nobill {row.org_id}",
+            idempotency_key=f"{row.idempotency_key}-clock",
         )
         test_clock = clock["id"]
     customer = gateway.create_customer(

@@ -172,6 +172,10 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
         ).one_or_none()
         if locked is None or locked.state != "pending":
             return "skipped"
+        # Events of one org apply one at a time, and each re-reads Stripe only once it holds
+        # the org's subscription lock: the last to apply read Stripe last, so no older
+        # snapshot can overwrite a newer one.
+        subscriptions.get(uow=uow, org_id=org_id, for_update=True)
         applying = Applying(uow, org_id, gateway, locked.payload, actors_context.stripe_event(event_id), seat_sync_delay)
         try:
             HANDLERS[locked.payload["type"]](applying)

@@ -10,6 +10,7 @@ logged, audited, shown by GetSubscription as `sync_error`)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class OutboxRow:
     state: str
     attempts: int
     requested_by: AuditContext
+    created_at: dt.datetime
 
 
 Handler = Callable[..., None]
@@ -144,6 +146,7 @@ def _row(record: Any) -> OutboxRow:
         state=record.state,
         attempts=record.attempts,
         requested_by=actors_context.from_json(record.requested_by),
+        created_at=record.created_at,
     )
 
 
@@ -220,6 +223,11 @@ def run(*, database: Database, gateway: StripeGateway, org_id: str, outbox_id: s
         return outcome
 
 
+def _send_all(org_id: str, outbox_ids: list[str]) -> None:
+    for outbox_id in outbox_ids:
+        send(RUN_ACTOR, org_id, outbox_id)
+
+
 def sweep(*, database: Database, now: dt.datetime | None = None) -> int:
     """Hand every due pending row to the actor again; returns how many were sent."""
     now = now or _now()
@@ -242,10 +250,9 @@ def sweep(*, database: Database, now: dt.datetime | None = None) -> int:
                     uow=uow, org_id=org_id, kind=due_work.OUTBOX,
                     due_at=max(now, min(row.next_attempt_at for row in pending)) + SWEEP_GRACE,
                 )
-            for row in pending:
-                if row.next_attempt_at <= now:
-                    uow.after_commit(lambda outbox_id=row.outbox_id, org=org_id: send(RUN_ACTOR, org, outbox_id))
-                    sent += 1
+            due = [row.outbox_id for row in pending if row.next_attempt_at <= now]
+            uow.after_commit(functools.partial(_send_all, org_id, due))
+            sent += len(due)
             uow.commit()
     if sent:
         log.info("outbox sweep re-sent rows", extra={"rows": sent, "orgs": len(orgs)})

@@ -26,7 +26,9 @@ log = logging.getLogger("nobill.billing.seats")
 def sync_seats(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow) -> None:
     """Set the seat item's quantity to the member count as it is now (not as it was when
     the row was queued: later changes ride along)."""
-    current = subscriptions.get(uow=uow, org_id=row.org_id)
+    # The subscription row lock is the one membership changes take first: a change either
+    # lands before this count, or waits and then queues a new sync (this row is done by then).
+    current = subscriptions.get(uow=uow, org_id=row.org_id, for_update=True)
     if current.plan is not PlanCode.PRO or not current.has_live_stripe_subscription or not current.stripe_subscription_id:
         return
     members = subscriptions.member_count(uow=uow)

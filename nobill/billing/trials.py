@@ -28,6 +28,7 @@ def expire_due(*, database: Database, gateway: StripeGateway, now: dt.datetime |
         with UnitOfWork(database, org_id=org_id) as uow:
             if due_work.lock(uow=uow, org_id=org_id, kind=due_work.TRIAL_END) is None:
                 continue
+            subscriptions.get(uow=uow, org_id=org_id, for_update=True)  # before asking Stripe (see inbox.apply)
             account = accounts.get(uow=uow, org_id=org_id)
             if account.stripe_customer_id:
                 # A checkout may have finished with its webhook still on the way: ask Stripe.

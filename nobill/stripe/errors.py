@@ -29,8 +29,9 @@ class StripeCircuitOpen(StripeTransient):
         self.retry_after = retry_after
 
 
-class StripeNotConfigured(StripePermanent):
-    """STRIPE_API_KEY is not set in this process."""
+class StripeNotConfigured(StripeTransient):
+    """STRIPE_API_KEY is not set in this process. Transient on purpose: a process without
+    a key must leave outbox rows for one that has it, never mark them failed."""
 
 
 def classify(error: Exception) -> StripeFailure:

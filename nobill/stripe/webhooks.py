@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 TOLERANCE_SECONDS = 300
+# Stripe's events are a few KiB; the sidecar refuses more than this too (413).
+MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
 class InvalidWebhook(ValueError):
@@ -20,8 +22,12 @@ def verify_event(payload: bytes, signature_header: str, secrets: tuple[str, ...]
 
     if not secrets:
         raise InvalidWebhook("no webhook signing secret is configured (NOBILL_STRIPE_WEBHOOK_SECRETS)")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidWebhook(f"the body is larger than {MAX_PAYLOAD_BYTES} bytes")
     if not signature_header:
         raise InvalidWebhook("missing Stripe-Signature header")
+    if len(signature_header) > 8192:
+        raise InvalidWebhook("the Stripe-Signature header is too long")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -205,6 +205,11 @@ def _lock_membership_changes(uow: UnitOfWork) -> plans.PlanCode:
     return plans.PlanCode(plan)
 
 
+def _bound_org(uow: UnitOfWork) -> str:
+    assert uow.org_id, "membership changes run in a unit of work bound to the org"
+    return uow.org_id
+
+
 def _require_owner_rights(actor_permissions: frozenset[str]) -> None:
     if "owners:manage" not in actor_permissions:
         raise PermissionDenied("only an Owner can grant, change or remove the Owner role")
@@ -257,7 +262,7 @@ def add_member(
         target_id=user_id,
         after={"email": email, "role": role.value},
     )
-    billing.request_seat_sync(uow=uow, org_id=uow.org_id, context=context)
+    billing.request_seat_sync(uow=uow, org_id=_bound_org(uow), context=context)
     return Member(user_id, email, role, now)
 
 
@@ -303,7 +308,7 @@ def remove_member(*, uow: UnitOfWork, context: AuditContext, actor_permissions: 
         target_id=user_id,
         before={"email": member.email, "role": member.role.value},
     )
-    billing.request_seat_sync(uow=uow, org_id=uow.org_id, context=context)
+    billing.request_seat_sync(uow=uow, org_id=_bound_org(uow), context=context)
 
 
 def list_members(*, uow: UnitOfWork, page_size: int, page_token: str) -> tuple[list[Member], str]:

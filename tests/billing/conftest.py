@@ -1,9 +1,10 @@
 """Billing's running world: the Stripe sandbox over HTTP, the catalog synced to it, a
 sandbox webhook endpoint delivering to IngestStripeEvent, and a NOBill server and real
-Dramatiq worker configured for Stripe (test clocks on)."""
+Dramatiq worker configured for Stripe (test clocks on); one world per test module."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -12,7 +13,7 @@ import pytest
 from billing_helpers import BillingWorld, WebhookReceiver, stripe_client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sandbox() -> Iterator[str]:
     from nobill.sandbox.server import start_sandbox
     from nobill.sandbox.settings import SandboxSettings
@@ -22,7 +23,7 @@ def sandbox() -> Iterator[str]:
         yield handle.url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa: ANN001
     from nobill.api.server import build_server
     from nobill.billing.catalog_sync import sync
@@ -33,6 +34,8 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     receiver = WebhookReceiver()
     endpoint = client.v1.webhook_endpoints.create({"url": receiver.url, "enabled_events": ["*"]})
     billing_settings = settings.replace(
+        # Its own queues: this module's worker must not run jobs of other test modules' orgs.
+        redis_namespace=f"{settings.redis_namespace}-billing-{uuid.uuid4().hex[:6]}",
         stripe_api_key="sk_test_nobill_tests",
         stripe_api_base=sandbox,
         # A retired secret first: rotation means any configured secret may match.
@@ -43,7 +46,6 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
         stripe_event_attempts=3,
         seat_sync_delay_seconds=1,
     )
-    sync(StripeGateway.from_settings(billing_settings))
     running = build_server(billing_settings, database)
     worker = start_worker(
         billing_settings.redis_url, threads=4, namespace=billing_settings.redis_namespace,
@@ -53,6 +55,7 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     grpc.channel_ready_future(channel).result(timeout=10)
     world = BillingWorld(sandbox, channel, database, billing_settings, client, endpoint.secret)
     receiver.target = (channel, world.ingest_token())
+    sync(StripeGateway.from_settings(billing_settings))
     yield world
     receiver.stop()
     channel.close()

@@ -1,0 +1,56 @@
+"""Trial expiry: an org whose trial ended without a subscription is canceled (after
+asking Stripe), with an audit event; entitlements drop; a second run changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from billing_helpers import BillingWorld, audit_events
+from nobill.billing import trials
+from nobill.stripe.gateway import StripeGateway
+from nobill.v1 import common_pb2
+
+
+def test_a_trial_that_ends_without_checkout_is_canceled_once(billing: BillingWorld) -> None:
+    owner, org_id = billing.new_org()
+    billing.customer_id(org_id)
+    trial_end = billing.subscription(owner, org_id).trial_end.ToDatetime(tzinfo=dt.timezone.utc)
+    gateway = StripeGateway.from_settings(billing.settings)
+
+    before = trials.expire_due(database=billing.database, gateway=gateway, now=trial_end - dt.timedelta(minutes=1))
+    assert org_id not in before
+    assert billing.entitlements(owner, org_id).access_allowed
+
+    expired = trials.expire_due(database=billing.database, gateway=gateway, now=trial_end + dt.timedelta(minutes=1))
+    assert org_id in expired
+    subscription = billing.subscription(owner, org_id)
+    assert subscription.status == common_pb2.SUBSCRIPTION_STATUS_CANCELED
+    entitlements = billing.entitlements(owner, org_id)
+    assert not entitlements.access_allowed and list(entitlements.features) == []
+    events = [e for e in audit_events(owner, org_id) if e.action == "subscription.trial_expired"]
+    assert len(events) == 1 and events[0].actor.type == common_pb2.ACTOR_TYPE_SYSTEM
+
+    again = trials.expire_due(database=billing.database, gateway=gateway, now=trial_end + dt.timedelta(hours=1))
+    assert org_id not in again
+    assert len([e for e in audit_events(owner, org_id) if e.action == "subscription.trial_expired"]) == 1
+
+
+def test_a_trial_whose_checkout_webhook_is_late_is_not_canceled(billing: BillingWorld) -> None:
+    owner, org_id = billing.new_org()
+    trial_end = billing.subscription(owner, org_id).trial_end.ToDatetime(tzinfo=dt.timezone.utc)
+    session = billing.checkout(owner, org_id, common_pb2.PLAN_PRO)
+    # Webhooks are held back: Stripe has the subscription, NOBill has not heard of it.
+    from billing_helpers import control
+
+    control(billing.sandbox_url, "POST", "webhooks/chaos", {"delay": 3})
+    try:
+        billing.complete_checkout(session.checkout_session_id)
+        expired = trials.expire_due(
+            database=billing.database, gateway=StripeGateway.from_settings(billing.settings),
+            now=trial_end + dt.timedelta(minutes=1),
+        )
+    finally:
+        control(billing.sandbox_url, "DELETE", "webhooks/chaos")
+    assert org_id not in expired
+    subscription = billing.subscription(owner, org_id)
+    assert subscription.status == common_pb2.SUBSCRIPTION_STATUS_TRIALING and subscription.current_period_end.seconds > 0
