@@ -42,7 +42,10 @@ def event_columns(events: Sequence[usage_pb2.UsageEvent]) -> ingest.EventColumns
 
 
 def _rejected(result: ingest.BatchResult) -> list[usage_pb2.RejectedEvent]:
-    return [usage_pb2.RejectedEvent(index=index, reason=int(reason)) for index, reason in result.rejected]  # type: ignore[misc]
+    return [
+        usage_pb2.RejectedEvent(index=index, reason=usage_pb2.RejectReason.ValueType(int(reason)))
+        for index, reason in result.rejected
+    ]
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:

@@ -217,11 +217,11 @@ class UsageRecorder:
             for request in resend:
                 self._sent_at[request.batch_id] = time.perf_counter()
             while True:
-                request = self._next_request()
-                if request is None:
+                batch = self._next_request()
+                if batch is None:
                     break
-                self._sent_at[request.batch_id] = time.perf_counter()
-                outgoing.put(request)
+                self._sent_at[batch.batch_id] = time.perf_counter()
+                outgoing.put(batch)
         finally:
             outgoing.put(None)
             with self._cond:

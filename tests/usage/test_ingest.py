@@ -1,0 +1,41 @@
+"""The ingestion domain on its own: reject reasons match the contract, bulk validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from nobill.usage import ingest, periods
+from nobill.v1 import usage_pb2
+
+UTC = dt.timezone.utc
+
+
+def test_reject_reasons_are_the_contracts() -> None:
+    domain = {reason.name: reason.value for reason in ingest.Reject}
+    contract = {
+        name.removeprefix("REJECT_REASON_"): value
+        for name, value in usage_pb2.RejectReason.items()
+        if value != usage_pb2.REJECT_REASON_UNSPECIFIED
+    }
+    assert domain == contract
+
+
+def test_validation_keeps_the_first_copy_of_a_key_and_defaults_the_time_to_now() -> None:
+    now = dt.datetime(2026, 12, 15, 12, tzinfo=UTC)
+    now_us = int(now.timestamp() * 1_000_000)
+    events = ingest.EventColumns(
+        ["a", "b", "a", "c"], ["api_requests", "background_jobs", "api_requests", "nope"], [1, 2, 9, 1], [0, now_us - 5, 0, 0], ["", "x", "", ""]
+    )
+
+    rows, result = ingest.validate(events, now)
+
+    assert rows == [("a", "api_requests", 1, now_us, ""), ("b", "background_jobs", 2, now_us - 5, "x")]
+    assert (result.duplicates, result.rejected) == (1, [(3, ingest.Reject.UNKNOWN_METRIC)])
+
+
+def test_a_period_stays_open_for_an_hour_after_it_ends() -> None:
+    december = dt.datetime(2026, 12, 1, tzinfo=UTC)
+
+    assert periods.open_since(december + dt.timedelta(minutes=59)) == dt.datetime(2026, 11, 1, tzinfo=UTC)
+    assert periods.open_since(december + dt.timedelta(minutes=61)) == december
+    assert periods.period_end(december) == dt.datetime(2027, 1, 1, tzinfo=UTC)
