@@ -93,7 +93,7 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True)),
         sa.PrimaryKeyConstraint("org_id", "report_id"),
         sa.UniqueConstraint("org_id", "identifier"),
-        sa.CheckConstraint("state IN ('pending', 'sent', 'superseded', 'failed')", name="state"),
+        sa.CheckConstraint("state IN ('pending', 'sent', 'superseded', 'failed')", name="usage_reports_state_check"),
     )
     op.create_index(
         "usage_reports_org_id_metric_idx", "usage_reports", ["org_id", "metric"],

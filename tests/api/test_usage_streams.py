@@ -99,3 +99,28 @@ def test_an_idle_stream_is_closed_and_its_slot_freed(channel, superuser, small_u
 
     assert responses == [] and call.code() == grpc.StatusCode.OK
     assert running.limits.open_streams == 0
+
+
+def test_when_writes_fall_behind_senders_slow_down_and_nothing_is_lost(settings, database, channel, superuser) -> None:
+    """One database thread for eight busy streams: batches queue behind it (flow control
+    holds the senders back), every batch is acknowledged, every event stored once."""
+    from nobill.api.usage_server import start_usage_server
+    from nobill.client import UsageRecorder
+
+    org_id, owner = usage_org(channel, superuser)
+    running = start_usage_server(settings.replace(usage_db_threads=1), database)
+    try:
+        recorders = [
+            UsageRecorder(f"127.0.0.1:{running.port}", owner.token, batch_size=500, max_in_flight=4) for _ in range(8)
+        ]
+        for index, recorder in enumerate(recorders):
+            recorder.record_many(org_id, "api_requests", [f"bp-{index}-{i}" for i in range(2500)])
+        for recorder in recorders:
+            assert recorder.close(timeout=60)
+    finally:
+        running.stop(grace=1)
+
+    assert sum(r.stats.accepted for r in recorders) == 20_000
+    assert sum(r.stats.batches_refused for r in recorders) == 0
+    count = superuser.execute("SELECT count(*) FROM usage_events WHERE org_id = %s", (org_id,)).fetchone()
+    assert count == (20_000,)
