@@ -15,7 +15,7 @@ from sqlalchemy import text
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import InvalidArgument
 from nobill.usage import partitions, periods
-from nobill.usage.gating import UsagePlan, usage_plan
+from nobill.usage.gating import usage_plan
 from nobill.usage.metrics import METRICS
 
 MAX_EVENTS = 10_000
@@ -160,8 +160,7 @@ def record_usage(*, uow: UnitOfWork, org_id: str, events: EventColumns, now: dt.
     """Store a batch exactly once per key; the caller's unit of work commits it. One batch
     per unit of work: the staging rows are cleared at commit."""
     check_batch_size(len(events))
-    plan: UsagePlan = usage_plan(uow=uow, org_id=org_id)
-    del plan  # every plan that takes usage stores it the same way; billing reads the plan again
+    usage_plan(uow=uow, org_id=org_id)  # raises for a plan that takes no usage
     now = now or dt.datetime.now(dt.timezone.utc)
     rows, result = validate(events, now)
     if not rows:

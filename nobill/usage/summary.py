@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.errors import InvalidArgument
+from nobill.errors import FailedPrecondition, InvalidArgument
 from nobill.usage import periods
 from nobill.usage.gating import usage_plan
 from nobill.usage.metrics import METRICS
-from nobill.errors import FailedPrecondition
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,16 @@ def get(
     if metric and metric not in METRICS:
         raise InvalidArgument(f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}", field="metric")
     now = dt.datetime.now(dt.timezone.utc)
-    start = periods.period_start(now) if start is None else periods.period_start(start)
-    end = now if end is None else end
-    if end <= start and end != now:
+    if start is not None and end is not None and end <= start:
         raise InvalidArgument("end_time must be after start_time", field="end_time")
+    # Totals are per period: a period is in the range when it starts inside it.
+    start = periods.period_start(now if start is None else start)
+    end = now if end is None else max(end, start + dt.timedelta(microseconds=1))
     try:
         billed = usage_plan(uow=uow, org_id=org_id).billed
     except FailedPrecondition:
         billed = False  # a plan that takes no usage can still read what was recorded before
-    rows = uow.execute(_TOTALS, {"org_id": org_id, "start": start, "end": max(end, start + dt.timedelta(microseconds=1)), "metric": metric})
+    rows = uow.execute(_TOTALS, {"org_id": org_id, "start": start, "end": end, "metric": metric})
     totals = [
         MetricTotal(
             metric=name,

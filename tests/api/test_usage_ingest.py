@@ -292,3 +292,27 @@ def test_keys_and_properties_with_copy_special_characters_are_stored_as_sent(cha
     assert (response.accepted, again.duplicates) == (5, 5)
     stored = dict(superuser.execute("SELECT idempotency_key, properties FROM usage_events WHERE org_id = %s", (org_id,)).fetchall())
     assert stored == {key: f"p-{key}" for key in keys}
+
+
+def test_the_summary_reads_a_range_of_periods_and_one_metric(channel, usage_channel, superuser) -> None:
+    org_id, owner = usage_org(channel, superuser)
+    client = _usage(usage_channel, owner)
+    client.usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=[
+        event(metric="api_requests", quantity=2), event(metric="background_jobs", quantity=5)]))
+    now = dt.datetime.now(UTC)
+
+    one = client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(org_id=org_id, metric="background_jobs"))
+    ranged = client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(
+        org_id=org_id, start_time=stamp(now - dt.timedelta(days=62)), end_time=stamp(now + dt.timedelta(minutes=1))))
+    empty = client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(
+        org_id=org_id, start_time=stamp(now - dt.timedelta(days=90)), end_time=stamp(now - dt.timedelta(days=70))))
+    backwards = failure(lambda: client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(
+        org_id=org_id, start_time=stamp(now), end_time=stamp(now - dt.timedelta(days=1)))))
+    unknown = failure(lambda: client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(org_id=org_id, metric="api_calls")))
+
+    assert [(t.metric, t.quantity) for t in one.totals] == [("background_jobs", 5)]
+    assert one.totals[0].period_start.ToDatetime(tzinfo=UTC) == periods.period_start(now)
+    assert sorted((t.metric, t.quantity) for t in ranged.totals) == [("api_requests", 2), ("background_jobs", 5)]
+    assert list(empty.totals) == []
+    assert backwards.code() == unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _bad_request_fields(unknown) == ["metric"]
