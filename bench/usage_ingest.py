@@ -233,6 +233,10 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=1, help="unacknowledged batches per stream (default 1)")
     parser.add_argument("--db-threads", type=int, default=4, help="NOBILL_USAGE_DB_THREADS of the server (default 4)")
     parser.add_argument("--copy-rows", type=int, default=2_000_000, help="rows for the plain COPY baseline (default 2M)")
+    parser.add_argument(
+        "--copy-connections", type=int, default=1,
+        help="connections the plain COPY baseline loads over in parallel (default 1: one plain COPY statement)",
+    )
     args = parser.parse_args()
 
     from nobill.auth.tokens import mint_token
@@ -259,6 +263,11 @@ def main() -> int:
         "NOBILL_LOG_LEVEL": "WARNING",
     }
     processes: list[subprocess.Popen] = []
+    # Billing's worker creates each new org's Stripe customer: give it a sandbox to talk to.
+    from nobill.sandbox.server import start_sandbox
+
+    sandbox = start_sandbox(host="127.0.0.1", port=0, state_file=None, autosave_interval=None)
+    env.update({"STRIPE_API_KEY": "sk_test_nobill_bench", "NOBILL_STRIPE_API_BASE": sandbox.url})
     try:
         print(f"[setup] database {name}: migrating", flush=True)
         upgrade(Settings.from_env({"NOBILL_DATABASE_URL": database_url}).database_url)
@@ -324,7 +333,7 @@ def main() -> int:
         sent = sum(r["sent"] for r in results)
         latencies = [l for r in results for l in r["latencies"]]
         print(f"[copy] plain COPY of {min(stored, args.copy_rows):,} stored rows into an indexed table ...", flush=True)
-        copy_rate, copied = plain_copy_rate(database_url, args.copy_rows)
+        copy_rate, copied = plain_copy_rate(database_url, args.copy_rows, args.copy_connections)
     finally:
         for process in processes:
             process.terminate()
@@ -335,6 +344,7 @@ def main() -> int:
                 process.kill()
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        sandbox.stop()
 
     rate = accepted / elapsed
     figures = {
@@ -357,6 +367,7 @@ def main() -> int:
         "unary_calls": len(sampler.unary),
         "plain_copy_rows": copied,
         "plain_copy_rows_per_s": round(copy_rate),
+        "plain_copy_connections": args.copy_connections,
         "ratio": round(rate / copy_rate, 2),
         "cpu_seconds_during_load": cpu,
     }
