@@ -147,7 +147,6 @@ def _stripe_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _stripe_enterprise_price(args: argparse.Namespace, settings: Settings) -> int:
     from nobill import ids
-    from nobill.audit.actors import Actor, ActorType, AuditContext
     from nobill.billing import enterprise, outbox
     from nobill.db.unit_of_work import UnitOfWork
     from nobill.errors import InvalidArgument
@@ -159,8 +158,7 @@ def _stripe_enterprise_price(args: argparse.Namespace, settings: Settings) -> in
     database = _database(settings)
     gateway = _stripe_gateway(settings)
     configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
-    operator = os.environ.get("USER", "operator")
-    context = AuditContext(Actor(ActorType.SYSTEM, f"cli:{operator}", f"operator {operator} (nobill CLI)"), f"cli-{os.getpid()}")
+    context = _operator_context()
     with UnitOfWork(database, org_id=args.org) as uow:
         outbox_id = enterprise.set_price(uow=uow, org_id=args.org, amount=args.amount, context=context)
         uow.commit()
@@ -172,6 +170,32 @@ def _stripe_enterprise_price(args: argparse.Namespace, settings: Settings) -> in
         return 0
     print(f"Stripe price: {outcome}")
     return 0 if outcome in ("done", "skipped") else 1
+
+
+def _operator_context():  # noqa: ANN202
+    from nobill.audit.actors import Actor, ActorType, AuditContext
+
+    operator = os.environ.get("USER", "operator")
+    return AuditContext(Actor(ActorType.SYSTEM, f"cli:{operator}", f"operator {operator} (nobill CLI)"), f"cli-{os.getpid()}")
+
+
+def _stripe_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
+    from nobill import ids
+    from nobill.billing import outbox
+    from nobill.db.unit_of_work import UnitOfWork
+    from nobill.errors import InvalidArgument
+    from nobill.jobs.broker import configure_broker
+
+    if not ids.is_valid("org", args.org):
+        raise InvalidArgument("--org must be an organization id (org_...)")
+    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
+    with UnitOfWork(_database(settings), org_id=args.org) as uow:
+        retried = outbox.retry_failed(uow=uow, org_id=args.org, context=_operator_context())
+        uow.commit()
+    print(f"{len(retried)} failed Stripe change(s) queued again")
+    for outbox_id in retried:
+        print(f"  {outbox_id}")
+    return 0
 
 
 def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
@@ -311,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     price.add_argument("--org", required=True, help="organization id (org_...)")
     price.add_argument("--amount", required=True, type=int, help="monthly amount in minor units (cents)")
     price.set_defaults(handler=_stripe_enterprise_price)
+    retry = stripe_commands.add_parser(
+        "retry-failed",
+        help="queue an org's failed Stripe changes again",
+        description="Put an org's Stripe changes that failed for good (GetSubscription's sync_error) back "
+        "in the queue, once their cause is fixed.",
+    )
+    retry.add_argument("--org", required=True, help="organization id (org_...)")
+    retry.set_defaults(handler=_stripe_retry_failed)
     reconcile = stripe_commands.add_parser(
         "reconcile-seats",
         help="compare Pro seat counts with members and fix drift",

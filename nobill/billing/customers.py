@@ -11,7 +11,7 @@ from nobill.billing import outbox, subscriptions
 from nobill.billing.tables import stripe_customers, stripe_outbox
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import FailedPrecondition, Unavailable
-from nobill.stripe.errors import StripePermanent, StripeTransient
+from nobill.stripe.errors import StripeTransient
 from nobill.stripe.gateway import StripeGateway
 
 
@@ -89,5 +89,3 @@ def ensure_customer(*, uow: UnitOfWork, gateway: StripeGateway, org_id: str) -> 
 def _retry_after(gateway: StripeGateway) -> int:
     return max(1, round(gateway.breaker.retry_after()) or 5)
 
-
-__all__ = ["create_customer", "ensure_customer", "StripePermanent"]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from nobill.audit.actors import AuditContext
@@ -127,7 +127,8 @@ def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: t
             stripe_customer_id=_customer_of(event),
             payload=event,
             state="pending" if handled else "ignored",
-            received_at=dt.datetime.now(dt.timezone.utc),
+            # The database's clock, like the apply actor's read_from (see _coalesce).
+            received_at=func.clock_timestamp(),
         )
         .on_conflict_do_nothing()
         .returning(stripe_events.c.event_id)
@@ -176,6 +177,7 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
         # the org's subscription lock: the last to apply read Stripe last, so no older
         # snapshot can overwrite a newer one.
         subscriptions.get(uow=uow, org_id=org_id, for_update=True)
+        read_from = uow.execute(select(func.clock_timestamp())).scalar_one()
         applying = Applying(uow, org_id, gateway, locked.payload, actors_context.stripe_event(event_id), seat_sync_delay)
         try:
             HANDLERS[locked.payload["type"]](applying)
@@ -197,8 +199,37 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
             .values(state="applied", org_id=org_id, applied_at=dt.datetime.now(dt.timezone.utc), last_error=None,
                     attempts=stripe_events.c.attempts + 1)
         )
+        _coalesce(uow, org_id=org_id, event=locked.payload, read_from=read_from)
         uow.commit()
     return "applied"
+
+
+def _coalesce(uow: UnitOfWork, *, org_id: str, event: dict[str, Any], read_from: dt.datetime) -> None:
+    """Mark applied the other pending events of the same subscription that were stored
+    before this one re-read it: Stripe's state we just applied already includes them, so
+    a burst of updates costs one Stripe read. (Rows another actor holds are left to it.)"""
+    if not event["type"].startswith("customer.subscription."):
+        return
+    same = (
+        select(stripe_events.c.event_id)
+        .where(
+            stripe_events.c.state == "pending",
+            stripe_events.c.event_type.like("customer.subscription.%"),
+            stripe_events.c.stripe_customer_id == _customer_of(event),
+            stripe_events.c.payload["data"]["object"]["id"].astext == event["data"]["object"]["id"],
+            stripe_events.c.received_at <= read_from,
+            stripe_events.c.event_id != event["id"],
+        )
+        .with_for_update(skip_locked=True)
+    )
+    covered = list(uow.execute(same).scalars())
+    if covered:
+        uow.execute(
+            update(stripe_events)
+            .where(stripe_events.c.event_id.in_(covered))
+            .values(state="applied", org_id=org_id, applied_at=dt.datetime.now(dt.timezone.utc),
+                    last_error=f"covered by {event['id']}")
+        )
 
 
 def sweep(*, database: Database, now: dt.datetime | None = None, limit: int = 1000) -> int:

@@ -204,6 +204,10 @@ def perform(*, uow: UnitOfWork, gateway: StripeGateway, row: OutboxRow) -> str:
         .where(stripe_outbox.c.outbox_id == row.outbox_id)
         .values(state="done", attempts=row.attempts + 1, last_error=None, completed_at=_now())
     )
+    # A later success of the same kind of change supersedes its earlier failure.
+    current = subscriptions.get(uow=uow, org_id=row.org_id)
+    if current.sync_error and current.sync_error.startswith(f"{row.kind} failed"):
+        subscriptions.set_sync_error(uow=uow, org_id=row.org_id, error=None)
     return "done"
 
 
@@ -221,6 +225,29 @@ def run(*, database: Database, gateway: StripeGateway, org_id: str, outbox_id: s
             raise
         uow.commit()
         return outcome
+
+
+def retry_failed(*, uow: UnitOfWork, org_id: str, context: AuditContext) -> list[str]:
+    """Put the org's failed rows back to pending (after the cause was fixed, e.g. a
+    missing price synced) and hand them to the worker; returns their ids."""
+    now = _now()
+    retried = list(
+        uow.execute(
+            update(stripe_outbox)
+            .where(stripe_outbox.c.state == "failed")
+            .values(state="pending", next_attempt_at=now, completed_at=None)
+            .returning(stripe_outbox.c.outbox_id)
+        ).scalars()
+    )
+    if retried:
+        due_work.mark(uow=uow, org_id=org_id, kind=due_work.OUTBOX, due_at=now + SWEEP_GRACE)
+        subscriptions.set_sync_error(uow=uow, org_id=org_id, error=None)
+        audit.record(
+            uow=uow, context=context, action="billing.stripe_calls_retried", target_type="organization",
+            target_id=org_id, after={"outbox_ids": retried},
+        )
+        uow.after_commit(functools.partial(_send_all, org_id, retried))
+    return retried
 
 
 def _send_all(org_id: str, outbox_ids: list[str]) -> None:

@@ -4,6 +4,7 @@ from Stripe's webhooks (nobill/billing/inbox.py); these ask Stripe and record th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -282,8 +283,8 @@ def cancel(
     )
     # The pending change as Stripe answered it; the stored state changes with the webhook.
     pending_status = subscriptions.STATUS_FROM_STRIPE.get(answer.get("status", ""), current.status)
-    return Subscription(
-        **{**current.__dict__, "status": pending_status, "cancel_at_period_end": bool(answer.get("cancel_at_period_end"))}
+    return dataclasses.replace(
+        current, status=pending_status, cancel_at_period_end=bool(answer.get("cancel_at_period_end"))
     )
 
 

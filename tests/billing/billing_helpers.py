@@ -114,6 +114,8 @@ class BillingWorld:
     settings: Any
     stripe: stripe.StripeClient
     webhook_secret: str
+    # Events stored before this world started belong to an earlier test module's world.
+    started_at: dt.datetime = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
     # --- orgs ---------------------------------------------------------------------
 
@@ -192,7 +194,9 @@ class BillingWorld:
             return False
         with UnitOfWork(self.database) as uow:
             pending_events = uow.execute(
-                select(func.count()).select_from(stripe_events).where(stripe_events.c.state == "pending")
+                select(func.count())
+                .select_from(stripe_events)
+                .where(stripe_events.c.state == "pending", stripe_events.c.received_at >= self.started_at)
             ).scalar_one()
         if pending_events:
             return False

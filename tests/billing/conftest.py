@@ -4,6 +4,7 @@ Dramatiq worker configured for Stripe (test clocks on); one world per test modul
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 
@@ -53,7 +54,10 @@ def billing(sandbox: str, settings, database) -> Iterator[BillingWorld]:  # noqa
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     grpc.channel_ready_future(channel).result(timeout=10)
-    world = BillingWorld(sandbox, channel, database, billing_settings, client, endpoint.secret)
+    world = BillingWorld(
+        sandbox, channel, database, billing_settings, client, endpoint.secret,
+        started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1),
+    )
     receiver.target = (channel, world.ingest_token())
     sync(StripeGateway.from_settings(billing_settings))
     yield world

@@ -94,3 +94,14 @@ def _try_checkout(billing: BillingWorld, owner, org_id: str):  # noqa: ANN001, A
     except grpc.RpcError as error:
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error
         return None
+
+
+def test_a_trialing_org_checks_out_without_a_card(billing: BillingWorld) -> None:
+    owner, org_id = billing.new_org()
+    trial_end = billing.subscription(owner, org_id).trial_end.seconds
+    session = billing.checkout(owner, org_id, common_pb2.PLAN_PRO)
+    billing.complete_checkout(session.checkout_session_id, "no_payment_method")
+    subscribed = billing.wait_subscription(owner, org_id, lambda s: s.current_period_end.seconds > 0)
+    assert subscribed.status == common_pb2.SUBSCRIPTION_STATUS_TRIALING and subscribed.trial_end.seconds == trial_end
+    assert not subscribed.has_payment_method
+    assert billing.entitlements(owner, org_id).access_allowed

@@ -167,8 +167,13 @@ def test_an_event_that_arrived_before_its_customer_was_recorded_applies_on_repla
     assert outbox.run(database=billing.database, gateway=gateway, org_id=org_id, outbox_id=row_id) == "done"
     assert event_id in inbox.replay(database=billing.database)
     wait_for(lambda: _subscription_of(billing, org_id) == created.id, timeout=30, what="the replayed event to apply")
-    with UnitOfWork(billing.database) as uow:
-        assert uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one() == "applied"
+
+    def applied() -> bool:
+        with UnitOfWork(billing.database) as uow:
+            state = uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one()
+        return state == "applied"
+
+    wait_for(applied, timeout=30, what="the replayed event to be marked applied")
 
 
 def _subscription_of(billing: BillingWorld, org_id: str) -> str | None:

@@ -131,3 +131,15 @@ def test_a_permanent_stripe_failure_is_logged_audited_and_shown_by_get_subscript
     assert len(failures) == 1 and failures[0].target_id == row_id
     # Running it again changes nothing.
     assert outbox.run(database=billing.database, gateway=gateway, org_id=org_id, outbox_id=row_id) == "skipped"
+
+    # The operator queues it again (here the cause persists, so it fails again, visibly).
+    with UnitOfWork(billing.database, org_id=org_id) as uow:
+        assert outbox.retry_failed(uow=uow, org_id=org_id, context=actors_context.system("test", "retry")) == [row_id]
+        uow.commit()
+
+    def attempts() -> int:
+        with UnitOfWork(billing.database, org_id=org_id) as uow:
+            row = uow.execute(select(stripe_outbox.c.state, stripe_outbox.c.attempts).where(stripe_outbox.c.outbox_id == row_id)).one()
+        return row.attempts if row.state == "failed" else 0
+
+    wait_for(lambda: attempts() == 2, timeout=20, what="the retried row to run")

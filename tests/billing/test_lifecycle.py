@@ -3,7 +3,11 @@ past_due → paid → active → cancel → canceled, every step driven by Strip
 
 from __future__ import annotations
 
+import datetime as dt
+
 from billing_helpers import BillingWorld, audit_events, control
+from nobill.billing import service, subscriptions
+from nobill.db.unit_of_work import UnitOfWork
 from nobill.v1 import billing_pb2, common_pb2
 
 HOUR = 3600
@@ -45,6 +49,12 @@ def test_a_pro_subscription_lives_its_whole_life_through_webhooks(billing: Billi
     billing.wait_settled(org_id)
     entitlements = billing.entitlements(owner, org_id)
     assert entitlements.status == common_pb2.SUBSCRIPTION_STATUS_PAST_DUE and entitlements.access_allowed
+    with UnitOfWork(billing.database, org_id=org_id) as uow:  # the grace period ends
+        grace = dt.timedelta(days=billing.settings.past_due_grace_days)
+        since = subscriptions.get(uow=uow, org_id=org_id).past_due_since
+        assert since is not None
+        assert service.entitlements(uow=uow, org_id=org_id, grace=grace, now=since + grace - dt.timedelta(seconds=1)).access_allowed
+        assert not service.entitlements(uow=uow, org_id=org_id, grace=grace, now=since + grace).access_allowed
     assert any(i.status == "open" and i.amount_paid == 0 for i in billing.invoices(owner, org_id))
 
     # The card works again; the dunning retry pays: active.
@@ -65,6 +75,18 @@ def test_a_pro_subscription_lives_its_whole_life_through_webhooks(billing: Billi
     billing.wait_subscription(owner, org_id, lambda s: s.status == common_pb2.SUBSCRIPTION_STATUS_CANCELED)
     gone = billing.entitlements(owner, org_id)
     assert not gone.access_allowed and list(gone.features) == []
+
+    # ListInvoices pages newest first through everything Stripe reported.
+    everything = billing.invoices(owner, org_id)
+    paged, token = [], ""
+    while True:
+        page = owner.billing.ListInvoices(billing_pb2.ListInvoicesRequest(org_id=org_id, page_size=1, page_token=token))
+        paged.extend(page.invoices)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [i.id for i in paged] == [i.id for i in everything] and len(paged) >= 3
+    assert [i.create_time.seconds for i in paged] == sorted((i.create_time.seconds for i in paged), reverse=True)
 
     # Every change is audited; Stripe's changes name Stripe and the event.
     events = audit_events(owner, org_id)
