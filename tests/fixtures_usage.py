@@ -19,9 +19,12 @@ METRICS = ("api_requests", "background_jobs", "reports_generated")
 
 
 def set_plan(superuser: psycopg.Connection, org_id: str, plan: str, status: str = "active") -> None:
-    """Put the org on `plan`. Stands in for the Stripe subscription snapshot the billing
-    capability applies; nothing else in these tests writes rows directly."""
-    superuser.execute("UPDATE subscriptions SET plan = %s, status = %s WHERE org_id = %s", (plan, status, org_id))
+    """Put the org on `plan` (Enterprise with metered prices). Stands in for the Stripe
+    subscription snapshot billing applies from webhooks, which billing's tests cover."""
+    superuser.execute(
+        "UPDATE subscriptions SET plan = %s, status = %s, metered = %s WHERE org_id = %s",
+        (plan, status, plan == "enterprise", org_id),
+    )
 
 
 def usage_org(channel: grpc.Channel, superuser: psycopg.Connection, plan: str = "enterprise") -> tuple[str, Client]:

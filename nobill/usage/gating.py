@@ -21,7 +21,7 @@ _PLAN = CompiledQuery(
 @dataclass(frozen=True)
 class UsagePlan:
     plan: plans.PlanCode
-    billed: bool  # usage is charged (reported to Stripe meters)
+    billed: bool  # the plan charges usage (Stripe meters bill it once the subscription has metered prices)
 
 
 def usage_plan(*, uow: UnitOfWork, org_id: str) -> UsagePlan:

@@ -63,15 +63,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def bills_usage(account: accounts.BillingAccount) -> bool:
+    """Usage is charged: Enterprise, not trialing or canceled, with metered prices on the subscription."""
+    return (
+        account.plan is PlanCode.ENTERPRISE
+        and account.status not in (SubscriptionStatus.TRIALING, SubscriptionStatus.CANCELED)
+        and account.metered
+    )
+
+
 def billed_customer(*, uow: UnitOfWork, org_id: str) -> str | None:
-    """The org's Stripe customer id if its usage is billed (Enterprise, not trialing, with
-    metered prices on its subscription); None otherwise."""
+    """The org's Stripe customer id if its usage is billed; None otherwise (or while the
+    customer is still being created)."""
     account = accounts.get(uow=uow, org_id=org_id)
-    if account.plan is not PlanCode.ENTERPRISE or account.status in (SubscriptionStatus.TRIALING, SubscriptionStatus.CANCELED):
-        return None
-    if not account.metered or not account.stripe_customer_id:
-        return None
-    return account.stripe_customer_id
+    return account.stripe_customer_id if bills_usage(account) else None
 
 
 def event_timestamp(period_start: dt.datetime, now: dt.datetime) -> dt.datetime:

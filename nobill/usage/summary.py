@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.errors import FailedPrecondition, InvalidArgument
-from nobill.usage import periods
-from nobill.usage.gating import usage_plan
+from nobill.errors import InvalidArgument
+from nobill.billing import accounts
+from nobill.usage import periods, reporting
 from nobill.usage.metrics import METRICS
 
 
@@ -26,17 +26,10 @@ class MetricTotal:
 
 
 @dataclass(frozen=True)
-class Reconciliation:
-    checked_at: dt.datetime
-    in_sync: bool
-    drift_quantity: int
-
-
-@dataclass(frozen=True)
 class Summary:
     totals: list[MetricTotal]
     billed: bool
-    last_reconciliation: Reconciliation | None
+    last_reconciliation: reporting.Reconciliation | None
 
 
 _TOTALS = text(
@@ -64,10 +57,8 @@ def get(
     # Totals are per period: a period is in the range when it starts inside it.
     start = periods.period_start(now if start is None else start)
     end = now if end is None else max(end, start + dt.timedelta(microseconds=1))
-    try:
-        billed = usage_plan(uow=uow, org_id=org_id).billed
-    except FailedPrecondition:
-        billed = False  # a plan that takes no usage can still read what was recorded before
+    # Pending = recorded but not yet in Stripe, for orgs whose usage Stripe charges.
+    billed = reporting.bills_usage(accounts.get(uow=uow, org_id=org_id))
     rows = uow.execute(_TOTALS, {"org_id": org_id, "start": start, "end": end, "metric": metric})
     totals = [
         MetricTotal(
@@ -81,9 +72,4 @@ def get(
         )
         for name, period_start, quantity, count, reported in rows
     ]
-    row = uow.execute(
-        text("SELECT checked_at, in_sync, drift_quantity FROM usage_reconciliations WHERE org_id = :org_id"),
-        {"org_id": org_id},
-    ).one_or_none()
-    reconciliation = None if row is None else Reconciliation(row.checked_at, row.in_sync, row.drift_quantity)
-    return Summary(totals=totals, billed=billed, last_reconciliation=reconciliation)
+    return Summary(totals=totals, billed=billed, last_reconciliation=reporting.last_reconciliation(uow=uow, org_id=org_id))

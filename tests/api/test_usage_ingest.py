@@ -316,3 +316,15 @@ def test_the_summary_reads_a_range_of_periods_and_one_metric(channel, usage_chan
     assert list(empty.totals) == []
     assert backwards.code() == unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _bad_request_fields(unknown) == ["metric"]
+
+
+def test_enterprise_without_metered_prices_records_but_has_nothing_pending(channel, usage_channel, superuser) -> None:
+    org_id, owner = usage_org(channel, superuser)
+    superuser.execute("UPDATE subscriptions SET metered = false WHERE org_id = %s", (org_id,))
+    client = _usage(usage_channel, owner)
+
+    client.usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=[event(quantity=3)]))
+    summary = client.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(org_id=org_id))
+
+    assert not summary.billed
+    assert [(t.quantity, t.pending_quantity) for t in summary.totals] == [(3, 0)]
