@@ -16,15 +16,14 @@ _AGGREGATE = text(
         WHERE org_id = :org_id AND delta_id IN (
             SELECT delta_id FROM usage_deltas WHERE org_id = :org_id
             ORDER BY delta_id LIMIT :limit FOR UPDATE SKIP LOCKED)
-        RETURNING metric, period_start, quantity, event_count
+        RETURNING metric, period_start, period_end, quantity, event_count
     ), summed AS (
-        SELECT metric, period_start, sum(quantity) AS quantity, sum(event_count) AS event_count, count(*) AS deltas
+        SELECT metric, period_start, max(period_end) AS period_end, sum(quantity) AS quantity,
+               sum(event_count) AS event_count, count(*) AS deltas
         FROM taken GROUP BY metric, period_start
     ), upserted AS (
         INSERT INTO usage_totals (org_id, metric, period_start, period_end, quantity, event_count, updated_at)
-        SELECT :org_id, metric, period_start,
-               ((period_start AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC',
-               quantity, event_count, now()
+        SELECT :org_id, metric, period_start, period_end, quantity, event_count, now()
         FROM summed ORDER BY metric, period_start
         ON CONFLICT (org_id, metric, period_start) DO UPDATE
         SET quantity = usage_totals.quantity + excluded.quantity,

@@ -79,10 +79,20 @@ _INSERT = text(
                             AND p.idempotency_key = s.idempotency_key)
         ON CONFLICT DO NOTHING
         RETURNING metric, quantity, occurred_at
+    ), periods AS (
+        -- Validation admits only the previous, current and (5 minutes ahead) next period.
+        SELECT metric, quantity,
+               CASE WHEN occurred_at >= :current_end THEN :current_end
+                    WHEN occurred_at >= :current_start THEN :current_start
+                    ELSE :previous_start END AS period_start,
+               CASE WHEN occurred_at >= :current_end THEN :next_end
+                    WHEN occurred_at >= :current_start THEN :current_end
+                    ELSE :current_start END AS period_end
+        FROM inserted
     ), deltas AS (
-        INSERT INTO usage_deltas (org_id, metric, period_start, quantity, event_count, created_at)
-        SELECT :org_id, metric, date_trunc('month', occurred_at, 'UTC'), sum(quantity), count(*), :now
-        FROM inserted GROUP BY 2, 3
+        INSERT INTO usage_deltas (org_id, metric, period_start, period_end, quantity, event_count, created_at)
+        SELECT :org_id, metric, period_start, period_end, sum(quantity), count(*), :now
+        FROM periods GROUP BY 2, 3, 4
         RETURNING event_count
     )
     SELECT coalesce(sum(event_count), 0)::bigint FROM deltas"""
@@ -97,12 +107,17 @@ def check_batch_size(count: int, *, field_name: str = "events") -> None:
         raise InvalidArgument(f"a batch holds at most {MAX_EVENTS} events, got {count}", field=field_name)
 
 
-def validate(events: EventColumns, now: dt.datetime) -> tuple[list[tuple[str, str, int, int, str]], BatchResult]:
-    """Rows to stage (first occurrence of each key) and the per-event verdicts so far."""
+def validate(
+    events: EventColumns, now: dt.datetime, open_since: dt.datetime | None = None
+) -> tuple[list[tuple[str, str, int, int, str]], BatchResult]:
+    """Rows to stage (first occurrence of each key) and the per-event verdicts so far.
+    `open_since`: events before it belong to a closed period (default: calendar months)."""
     now_us = (now - _EPOCH) // dt.timedelta(microseconds=1)
     latest = now_us + MAX_AHEAD // dt.timedelta(microseconds=1)
     oldest = now_us - MAX_AGE // dt.timedelta(microseconds=1)
-    open_since = (periods.open_since(now) - _EPOCH) // dt.timedelta(microseconds=1)
+    closed_before = (
+        (periods.open_since(now) if open_since is None else open_since) - _EPOCH
+    ) // dt.timedelta(microseconds=1)
     metrics = METRICS
     rows: list[tuple[str, str, int, int, str]] = []
     rejected: list[tuple[int, Reject]] = []
@@ -130,7 +145,7 @@ def validate(events: EventColumns, now: dt.datetime) -> tuple[list[tuple[str, st
             elif occurred < oldest:
                 rejected.append((index, Reject.TIMESTAMP_TOO_OLD))
                 continue
-            elif occurred < open_since:
+            elif occurred < closed_before:
                 rejected.append((index, Reject.PERIOD_CLOSED))
                 continue
             if key in seen:
@@ -160,9 +175,9 @@ def record_usage(*, uow: UnitOfWork, org_id: str, events: EventColumns, now: dt.
     """Store a batch exactly once per key; the caller's unit of work commits it. One batch
     per unit of work: the staging rows are cleared at commit."""
     check_batch_size(len(events))
-    usage_plan(uow=uow, org_id=org_id)  # raises for a plan that takes no usage
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows, result = validate(events, now)
+    plan = usage_plan(uow=uow, org_id=org_id, now=now)  # raises for a plan that takes no usage
+    rows, result = validate(events, now, plan.periods.open_since(now))
     if not rows:
         return result
     window = partitions.window_of(time.time())
@@ -171,8 +186,14 @@ def record_usage(*, uow: UnitOfWork, org_id: str, events: EventColumns, now: dt.
         _STAGING, "idempotency_key text, metric text, quantity bigint, occurred_us bigint, properties text"
     )
     _stage(uow, rows)
+    span = plan.periods
     stored = uow.execute(
-        _INSERT, {"org_id": org_id, "window": window, "previous": window - 1, "now": now}
+        _INSERT,
+        {
+            "org_id": org_id, "window": window, "previous": window - 1, "now": now,
+            "previous_start": span.previous_start, "current_start": span.current_start,
+            "current_end": span.current_end, "next_end": span.next_end,
+        },
     ).scalar_one()
     result.accepted = int(stored)
     result.duplicates += len(rows) - result.accepted

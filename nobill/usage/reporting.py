@@ -52,6 +52,7 @@ class Report:
     report_id: str
     metric: str
     period_start: dt.datetime
+    period_end: dt.datetime
     quantity: int
     identifier: str
     stripe_customer_id: str
@@ -79,14 +80,15 @@ def billed_customer(*, uow: UnitOfWork, org_id: str) -> str | None:
     return account.stripe_customer_id if bills_usage(account) else None
 
 
-def event_timestamp(period_start: dt.datetime, now: dt.datetime) -> dt.datetime:
-    """A moment inside the period: now while it lasts, else its last second."""
-    end = periods.period_end(period_start)
-    return min(max(now, period_start), end - dt.timedelta(seconds=1)).replace(microsecond=0)
+def event_timestamp(period_start: dt.datetime, period_end: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """A moment inside the period's whole minutes (what a meter summary can cover exactly):
+    now while the period lasts, else its last such second."""
+    first, last = periods.report_window(period_start, period_end)
+    return min(max(now.replace(microsecond=0), first), last - dt.timedelta(seconds=1))
 
 
 def _report_of(row) -> Report:  # noqa: ANN001
-    return Report(row.report_id, row.metric, row.period_start, row.quantity, row.identifier,
+    return Report(row.report_id, row.metric, row.period_start, row.period_end, row.quantity, row.identifier,
                   row.stripe_customer_id, row.event_timestamp, row.created_at)
 
 
@@ -98,7 +100,8 @@ def plan_reports(*, uow: UnitOfWork, org_id: str, now: dt.datetime) -> None:
         return
     # Locking the totals first serializes planners of one org; what they see next is current.
     rows = uow.execute(
-        select(usage_totals.c.metric, usage_totals.c.period_start, usage_totals.c.quantity, usage_totals.c.reported_quantity)
+        select(usage_totals.c.metric, usage_totals.c.period_start, usage_totals.c.period_end, usage_totals.c.quantity,
+               usage_totals.c.reported_quantity)
         .where(usage_totals.c.org_id == org_id, usage_totals.c.quantity > usage_totals.c.reported_quantity)
         .order_by(usage_totals.c.period_start, usage_totals.c.metric)
         .with_for_update()
@@ -123,10 +126,11 @@ def plan_reports(*, uow: UnitOfWork, org_id: str, now: dt.datetime) -> None:
                 report_id=f"{row.metric}:{period}:{sequence}",
                 metric=row.metric,
                 period_start=row.period_start,
+                period_end=row.period_end,
                 quantity=row.quantity - row.reported_quantity,
                 identifier=f"nobill-{org_id}-{row.metric}-{period}-{sequence}",
                 stripe_customer_id=customer,
-                event_timestamp=event_timestamp(row.period_start, now),
+                event_timestamp=event_timestamp(row.period_start, row.period_end, now),
                 state="pending",
                 created_at=now,
             ).on_conflict_do_nothing(index_elements=["org_id", "metric"], index_where=text("state = 'pending'"))
@@ -220,8 +224,8 @@ def _reconcile_stale(*, database: Database, meters: MeterEvents, org_id: str, re
     """A report unconfirmed past Stripe's identifier window: did it land? Compare the
     meter's summary for the period with what we know was sent."""
     start = report.period_start
-    end = periods.period_end(start)
-    stripe_total = meters.summary(event_name=report.metric, stripe_customer_id=report.stripe_customer_id, start=start, end=end)
+    first, last = periods.report_window(start, report.period_end)
+    stripe_total = meters.summary(event_name=report.metric, stripe_customer_id=report.stripe_customer_id, start=first, end=last)
     with UnitOfWork(database, org_id=org_id) as uow:
         reported = uow.execute(
             select(usage_totals.c.reported_quantity).where(
@@ -260,20 +264,22 @@ def reconcile_org(*, database: Database, meters: MeterEvents, org_id: str, now: 
     """Compare every reported total of the current and previous period with Stripe's meter
     summary; store the result, log and audit any drift. None when the org is not billed."""
     now = now or _now()
-    since = periods.period_start(periods.period_start(now) - dt.timedelta(seconds=1))
+    # The current and the previous period (whatever their length): ended less than a month ago.
+    since = periods.add_months(now, -1)
     with UnitOfWork(database, org_id=org_id) as uow:
         customer = billed_customer(uow=uow, org_id=org_id)
         totals = uow.execute(
-            select(usage_totals.c.metric, usage_totals.c.period_start, usage_totals.c.reported_quantity)
-            .where(usage_totals.c.org_id == org_id, usage_totals.c.period_start >= since)
+            select(usage_totals.c.metric, usage_totals.c.period_start, usage_totals.c.period_end,
+                   usage_totals.c.reported_quantity)
+            .where(usage_totals.c.org_id == org_id, usage_totals.c.period_end > since)
         ).all()
     if customer is None:
         return None
     drift = 0
     differences = []
     for total in totals:
-        stripe_total = meters.summary(event_name=total.metric, stripe_customer_id=customer, start=total.period_start,
-                                      end=periods.period_end(total.period_start))
+        first, last = periods.report_window(total.period_start, total.period_end)
+        stripe_total = meters.summary(event_name=total.metric, stripe_customer_id=customer, start=first, end=last)
         if stripe_total != total.reported_quantity:
             drift += total.reported_quantity - stripe_total
             differences.append({"metric": total.metric, "period_start": total.period_start.isoformat(),

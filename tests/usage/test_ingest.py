@@ -39,3 +39,25 @@ def test_a_period_stays_open_for_an_hour_after_it_ends() -> None:
     assert periods.open_since(december + dt.timedelta(minutes=59)) == dt.datetime(2026, 11, 1, tzinfo=UTC)
     assert periods.open_since(december + dt.timedelta(minutes=61)) == december
     assert periods.period_end(december) == dt.datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_subscription_periods_roll_forward_and_months_clamp_their_day() -> None:
+    start = dt.datetime(2026, 10, 31, 10, 23, 37, tzinfo=UTC)
+    end = periods.add_months(start, 1)
+
+    rolled = periods.subscription_periods(start, end, dt.datetime(2026, 12, 2, tzinfo=UTC))
+
+    assert end == dt.datetime(2026, 11, 30, 10, 23, 37, tzinfo=UTC)
+    assert (rolled.current_start, rolled.current_end) == (end, dt.datetime(2026, 12, 30, 10, 23, 37, tzinfo=UTC))
+    assert rolled.previous_start == dt.datetime(2026, 10, 30, 10, 23, 37, tzinfo=UTC)
+
+
+def test_reports_are_timestamped_inside_the_periods_whole_minutes() -> None:
+    from nobill.usage import reporting
+
+    start = dt.datetime(2026, 11, 15, 10, 23, 37, tzinfo=UTC)
+    end = dt.datetime(2026, 12, 15, 10, 23, 37, tzinfo=UTC)
+
+    assert periods.report_window(start, end) == (start.replace(minute=24, second=0), end.replace(second=0))
+    assert reporting.event_timestamp(start, end, start) == start.replace(minute=24, second=0)
+    assert reporting.event_timestamp(start, end, end + dt.timedelta(hours=1)) == end.replace(minute=22, second=59)

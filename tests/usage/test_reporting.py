@@ -287,3 +287,63 @@ def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, data
 
     assert _stripe_totals(meters, customer) == {"api_requests": 600}
     _assert_in_stripe(database, meters, org_id, customer)
+
+
+def _subscribe(database_url: str, org_id: str, start: dt.datetime) -> dt.datetime:
+    """Give the org a Stripe subscription period starting at `start` (as billing records it)."""
+    end = periods.add_months(start, 1)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute(
+            "UPDATE subscriptions SET stripe_subscription_id = %s, current_period_start = %s, current_period_end = %s "
+            "WHERE org_id = %s", (f"sub_{uuid.uuid4().hex[:14]}", start, end, org_id),
+        )
+    return end
+
+
+def _record_at(database, org_id: str, stamps: list[dt.datetime]) -> ingest.BatchResult:
+    keys = [uuid.uuid4().hex for _ in stamps]
+    micros = [int(stamp.timestamp() * 1_000_000) for stamp in stamps]
+    with UnitOfWork(database, org_id=org_id) as uow:
+        result = ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(
+            keys, ["api_requests"] * len(keys), [1] * len(keys), micros, [""] * len(keys)))
+        uow.commit()
+    return result
+
+
+def test_usage_follows_the_subscriptions_periods_and_is_reported_inside_them(world, database, database_url) -> None:
+    url, meters = world
+    org_id, customer = _billed_org(database, database_url, url)
+    now = dt.datetime.now(UTC)
+    start = (now - dt.timedelta(days=10)).replace(second=37, microsecond=0)  # not minute-aligned, like Stripe's
+    end = _subscribe(database_url, org_id, start)
+
+    closed = _record_at(database, org_id, [start - dt.timedelta(minutes=1)])  # the previous period is invoiced
+    stored = _record_at(database, org_id, [now, start + dt.timedelta(seconds=5)])
+    aggregation.aggregate_all(database=database, org_id=org_id)
+    reporting.report_org(database=database, meters=meters, org_id=org_id)
+    with UnitOfWork(database, org_id=org_id) as uow:
+        totals = summary.get(uow=uow, org_id=org_id).totals
+    first, last = periods.report_window(start, end)
+
+    assert closed.rejected == [(0, ingest.Reject.PERIOD_CLOSED)]
+    assert stored.accepted == 2
+    assert [(t.period_start, t.period_end, t.quantity, t.reported_quantity) for t in totals] == [(start, end, 2, 2)]
+    assert meters.summary(event_name="api_requests", stripe_customer_id=customer, start=first, end=last) == 2
+
+
+def test_the_previous_subscription_period_stays_open_for_an_hour(world, database, database_url) -> None:
+    url, _ = world
+    org_id, _ = _billed_org(database, database_url, url)
+    now = dt.datetime.now(UTC)
+    start = now - dt.timedelta(minutes=30)
+    _subscribe(database_url, org_id, start)
+
+    result = _record_at(database, org_id, [start - dt.timedelta(days=2), now])
+    aggregation.aggregate_all(database=database, org_id=org_id)
+    with UnitOfWork(database, org_id=org_id) as uow:
+        totals = summary.get(uow=uow, org_id=org_id, start=start - dt.timedelta(days=40)).totals
+
+    assert result.accepted == 2
+    assert [(t.period_start, t.period_end, t.quantity) for t in totals] == [
+        (periods.add_months(start, -1), start, 1), (start, periods.add_months(start, 1), 1)
+    ]

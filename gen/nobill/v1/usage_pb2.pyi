@@ -253,7 +253,9 @@ class GetUsageSummaryRequest(_message.Message):
     """Only this metric when set."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Periods starting at or after this time; unset means the current billing period."""
+        """Periods starting at or after this time; unset means the org's current billing period
+        (its Stripe subscription period, or the calendar month without a subscription).
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
