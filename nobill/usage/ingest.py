@@ -37,6 +37,7 @@ class Reject(enum.IntEnum):
     TIMESTAMP_TOO_OLD = 6
     PERIOD_CLOSED = 7
     PROPERTIES_TOO_LONG = 8
+    INVALID_CHARACTER = 9
 
 
 @dataclass
@@ -136,6 +137,8 @@ def validate(
             rejected.append((index, Reject.INVALID_QUANTITY))
         elif len(props) > MAX_PROPERTIES_LENGTH:
             rejected.append((index, Reject.PROPERTIES_TOO_LONG))
+        elif "\x00" in key or "\x00" in props:  # PostgreSQL text cannot hold NUL
+            rejected.append((index, Reject.INVALID_CHARACTER))
         else:
             if occurred == 0:
                 occurred = now_us

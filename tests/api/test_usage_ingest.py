@@ -78,11 +78,12 @@ def test_each_bad_event_is_rejected_with_its_reason_and_the_rest_is_stored(chann
         event("props", properties="p" * 2049),
         event("ok-2", timestamp=stamp(now + dt.timedelta(minutes=4)), properties='{"region": "eu"}'),
         event("k" * 128),
+        event("nul\x00key"),
     ]
     expected_closed = []
     if closed > now - dt.timedelta(days=35):
         events.append(event("closed", timestamp=stamp(closed)))
-        expected_closed = [(11, usage_pb2.REJECT_REASON_PERIOD_CLOSED)]
+        expected_closed = [(12, usage_pb2.REJECT_REASON_PERIOD_CLOSED)]
 
     response = _usage(usage_channel, owner).usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=events))
 
@@ -95,6 +96,7 @@ def test_each_bad_event_is_rejected_with_its_reason_and_the_rest_is_stored(chann
         (6, usage_pb2.REJECT_REASON_TIMESTAMP_IN_FUTURE),
         (7, usage_pb2.REJECT_REASON_TIMESTAMP_TOO_OLD),
         (8, usage_pb2.REJECT_REASON_PROPERTIES_TOO_LONG),
+        (11, usage_pb2.REJECT_REASON_INVALID_CHARACTER),
         *expected_closed,
     ]
     assert (response.accepted, response.duplicates) == (3, 0)

@@ -35,6 +35,8 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     REJECT_REASON_TIMESTAMP_TOO_OLD: _RejectReason.ValueType  # 6
     REJECT_REASON_PERIOD_CLOSED: _RejectReason.ValueType  # 7
     REJECT_REASON_PROPERTIES_TOO_LONG: _RejectReason.ValueType  # 8
+    REJECT_REASON_INVALID_CHARACTER: _RejectReason.ValueType  # 9
+    """The key or the properties contain a NUL character, which cannot be stored."""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
     """Why one event of a batch was not recorded; the rest of the batch is."""
@@ -48,6 +50,8 @@ REJECT_REASON_TIMESTAMP_IN_FUTURE: RejectReason.ValueType  # 5
 REJECT_REASON_TIMESTAMP_TOO_OLD: RejectReason.ValueType  # 6
 REJECT_REASON_PERIOD_CLOSED: RejectReason.ValueType  # 7
 REJECT_REASON_PROPERTIES_TOO_LONG: RejectReason.ValueType  # 8
+REJECT_REASON_INVALID_CHARACTER: RejectReason.ValueType  # 9
+"""The key or the properties contain a NUL character, which cannot be stored."""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 @_typing.final
