@@ -75,9 +75,12 @@ _INSERT = text(
         SELECT :org_id, s.idempotency_key, :window, s.metric, s.quantity,
                timestamptz 'epoch' + s.occurred_us * interval '1 microsecond', :now, nullif(s.properties, '')
         FROM usage_staging s
-        WHERE NOT EXISTS (SELECT 1 FROM usage_events p
-                          WHERE p.org_id = :org_id AND p.dedupe_window = :previous
-                            AND p.idempotency_key = s.idempotency_key)
+        -- One index probe per staged key (a LATERAL subquery with LIMIT is never turned into
+        -- a hash join that would read all of the org's keys of the previous window).
+        LEFT JOIN LATERAL (SELECT 1 AS found FROM usage_events p
+                           WHERE p.org_id = :org_id AND p.dedupe_window = :previous
+                             AND p.idempotency_key = s.idempotency_key LIMIT 1) previous ON true
+        WHERE previous.found IS NULL
         ON CONFLICT DO NOTHING
         RETURNING metric, quantity, occurred_at
     ), periods AS (
