@@ -44,6 +44,7 @@ IDENTIFIER_WINDOW = dt.timedelta(hours=24)
 # Resend a pending report only before this age; older ones are reconciled first.
 RESEND_BEFORE = IDENTIFIER_WINDOW - dt.timedelta(hours=1)
 LEASE = dt.timedelta(seconds=60)
+FAILED_PAUSE = dt.timedelta(hours=1)
 SYSTEM = AuditContext(Actor(ActorType.SYSTEM, "usage-reporting", "Usage reporting"), "usage-reporting")
 
 
@@ -108,6 +109,16 @@ def plan_reports(*, uow: UnitOfWork, org_id: str, now: dt.datetime) -> None:
     ).all()
     pending = set(
         uow.execute(select(usage_reports.c.metric).where(usage_reports.c.org_id == org_id, usage_reports.c.state == "pending")).scalars()
+    )
+    # A report Stripe refused for good (deleted customer, archived meter) is not retried
+    # on every run: the metric waits FAILED_PAUSE, then a new report tries again.
+    pending |= set(
+        uow.execute(
+            select(usage_reports.c.metric).where(
+                usage_reports.c.org_id == org_id, usage_reports.c.state == "failed",
+                usage_reports.c.created_at > now - FAILED_PAUSE,
+            )
+        ).scalars()
     )
     for row in rows:
         if row.metric in pending:

@@ -347,3 +347,23 @@ def test_the_previous_subscription_period_stays_open_for_an_hour(world, database
     assert [(t.period_start, t.period_end, t.quantity) for t in totals] == [
         (periods.add_months(start, -1), start, 1), (start, periods.add_months(start, 1), 1)
     ]
+
+
+def test_a_report_stripe_refuses_for_good_is_audited_and_not_retried_every_run(world, database, database_url, superuser) -> None:
+    url, meters = world
+    org_id, customer = _billed_org(database, database_url, url)
+    _record(database, org_id, 5, "api_requests", 1)
+    _stripe(url).v1.customers.delete(customer)  # the sandbox refuses events for an unknown customer
+
+    first = reporting.report_org(database=database, meters=meters, org_id=org_id)
+    again = reporting.report_org(database=database, meters=meters, org_id=org_id)
+    later = reporting.report_org(database=database, meters=meters, org_id=org_id,
+                                 now=dt.datetime.now(UTC) + reporting.FAILED_PAUSE + dt.timedelta(minutes=1))
+
+    assert (first, again, later, meters.calls) == (0, 0, 0, 2)  # one call, none while paused, one after
+    states = [s for (s,) in superuser.execute(
+        "SELECT state FROM usage_reports WHERE org_id = %s ORDER BY created_at", (org_id,)).fetchall()]
+    assert states == ["failed", "failed"]
+    actions = [a for (a,) in superuser.execute("SELECT action FROM audit_events WHERE org_id = %s", (org_id,)).fetchall()]
+    assert actions.count("usage.report_failed") == 2
+    assert _internal(database, org_id) == {"api_requests": (5, 0)}
