@@ -105,13 +105,11 @@ def main() -> int:
             "NOBILL_JWT_SECRET": SECRET,
             "NOBILL_AUDIT_KEY": "bench:audit-key-that-is-long-enough-for-hmac-0000",
             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}",
+            "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
             "NOBILL_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
             "NOBILL_LOG_LEVEL": "WARNING",
         }
-        servers = [
-            subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env)
-            for _ in range(args.processes)
-        ]
+        servers = [subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve", "--processes", str(args.processes)], env=env)]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
         time.sleep(1)

@@ -160,6 +160,7 @@ def main() -> int:
             "NOBILL_JWT_SECRET": SECRET,
             "NOBILL_AUDIT_KEY": AUDIT_KEY,
             "NOBILL_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
             "NOBILL_WEBHOOKS_ADDR": f"127.0.0.1:{webhooks_port}",
             "NOBILL_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
             "STRIPE_API_KEY": STRIPE_KEY,

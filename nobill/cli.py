@@ -27,10 +27,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.addr:
         settings = settings.replace(grpc_addr=parse_address("--addr", args.addr))
         addr_source = "--addr"
+    if args.usage_addr:
+        settings = settings.replace(usage_grpc_addr=parse_address("--usage-addr", args.usage_addr))
     processes = _positive("--processes", args.processes) if args.processes is not None else settings.grpc_processes
     if processes > 1:
         return _serve_processes(settings, processes, addr_source)
     from nobill.api.server import build_server, serve_until
+    from nobill.api.usage_server import start_usage_server
     from nobill.db.database import connect
     from nobill.db.migrate import require_latest_schema
 
@@ -39,9 +42,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     require_latest_schema(url)
     database = connect(url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
     running = build_server(settings, database, reuse_port=args.reuse_port, addr_source=addr_source)
+    usage = start_usage_server(settings, database, reuse_port=args.reuse_port)
     endpoint = _serve_metrics(settings)
-    log.info("serving", extra={"addr": settings.grpc_addr, "port": running.port, "pid": os.getpid()})
+    log.info(
+        "serving",
+        extra={"addr": settings.grpc_addr, "port": running.port, "usage_port": usage.port, "pid": os.getpid()},
+    )
     serve_until(stop, running)
+    usage.stop(grace=5)
     if endpoint is not None:
         endpoint.stop()
     database.dispose()
@@ -72,12 +80,20 @@ def _serve_processes(settings: Settings, processes: int, addr_source: str) -> in
 
     if settings.grpc_addr.endswith(":0"):
         raise ConfigError(addr_source, "several processes need a fixed port, not 0")
+    if settings.usage_grpc_addr.endswith(":0"):
+        raise ConfigError("NOBILL_USAGE_GRPC_ADDR", "several processes need a fixed port, not 0")
     # The children share the port with each other only; refuse a port someone else holds.
-    problem = bind_problem(settings.grpc_addr)
-    if problem:
-        raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {problem}")
+    for address, source in ((settings.grpc_addr, addr_source), (settings.usage_grpc_addr, "NOBILL_USAGE_GRPC_ADDR")):
+        problem = bind_problem(address)
+        if problem:
+            raise ConfigError(source, f"cannot listen on {address}: {problem}")
     require_latest_schema(settings.require("database_url"))
-    env = {**os.environ, "NOBILL_GRPC_ADDR": settings.grpc_addr, "NOBILL_GRPC_PROCESSES": "1"}
+    env = {
+        **os.environ,
+        "NOBILL_GRPC_ADDR": settings.grpc_addr,
+        "NOBILL_USAGE_GRPC_ADDR": settings.usage_grpc_addr,
+        "NOBILL_GRPC_PROCESSES": "1",
+    }
     metrics_dir = None
     if settings.metrics_addr:
         # Each child writes its samples here; this process serves their sum.
@@ -454,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC server", description="Run the gRPC server.")
     serve.add_argument("--addr", help="host:port to listen on (default: NOBILL_GRPC_ADDR)")
+    serve.add_argument("--usage-addr", help="host:port of the usage server (default: NOBILL_USAGE_GRPC_ADDR)")
     serve.add_argument(
         "--processes", type=int, help="server processes sharing the port (default: NOBILL_GRPC_PROCESSES)"
     )

@@ -168,6 +168,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_GRPC_THREADS", "grpc_threads", "32", "Worker threads per server process.", _positive_int),
     Setting("NOBILL_GRPC_PROCESSES", "grpc_processes", "1", "Server processes sharing the port (SO_REUSEPORT).", _positive_int),
     Setting("NOBILL_METRICS_ADDR", "metrics_addr", "", "host:port of the Prometheus /metrics endpoint of `serve` and `worker` (and `dev`). Unset: no endpoint.", _optional_address),
+    Setting("NOBILL_USAGE_GRPC_ADDR", "usage_grpc_addr", "127.0.0.1:50052", "host:port of the usage server (UsageService on grpc.aio, in the same process as the main server).", _address),
+    Setting("NOBILL_USAGE_DB_THREADS", "usage_db_threads", "4", "Threads (and database connections) the usage server writes batches with.", _positive_int),
+    Setting("NOBILL_USAGE_MAX_STREAMS", "usage_max_streams", "512", "Concurrent StreamUsage streams per process; beyond: RESOURCE_EXHAUSTED.", _positive_int),
+    Setting("NOBILL_USAGE_MAX_STREAMS_PER_CALLER", "usage_max_streams_per_caller", "64", "Concurrent StreamUsage streams per caller (user or service) per process.", _positive_int),
+    Setting("NOBILL_USAGE_STREAM_IDLE_SECONDS", "usage_stream_idle_seconds", "120", "A stream that sends no batch for this long is closed (status OK).", _positive_int),
     Setting("NOBILL_JWT_SECRET", "jwt_secret", "", "HS256 secret (32+ bytes) for verifying and minting tokens.", _optional_text),
     Setting("NOBILL_JWT_JWKS_FILE", "jwt_jwks_file", "", "Path of a JWKS file with the RS256/ES256 public keys of the identity provider.", _optional_text),
     Setting("NOBILL_JWT_ISSUER", "jwt_issuer", "nobill", "Required `iss` claim.", _text),
@@ -209,6 +214,11 @@ class Settings:
     grpc_threads: int = 32
     grpc_processes: int = 1
     metrics_addr: str | None = None
+    usage_grpc_addr: str = "127.0.0.1:50052"
+    usage_db_threads: int = 4
+    usage_max_streams: int = 512
+    usage_max_streams_per_caller: int = 64
+    usage_stream_idle_seconds: int = 120
     jwt_secret: str | None = None
     jwt_jwks_file: str | None = None
     jwt_issuer: str = "nobill"

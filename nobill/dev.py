@@ -226,6 +226,7 @@ def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str]) ->
 def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source: str) -> None:
     """Run the server and the worker until `stop` is set."""
     from nobill.api.server import build_server
+    from nobill.api.usage_server import start_usage_server
     from nobill.db.database import connect
     from nobill.jobs.runner import start_worker
     from nobill.jobs.scheduler import start_scheduler
@@ -237,6 +238,9 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     _progress("starting the gRPC server, the worker and the scheduler")
     try:
         running = build_server(settings, database, addr_source=addr_source)
+        if settings.grpc_addr.endswith(":0"):  # a free port for the main server: one for usage too
+            settings = settings.replace(usage_grpc_addr=settings.usage_grpc_addr.rpartition(":")[0] + ":0")
+        usage = start_usage_server(settings, database)
     except BaseException:
         sidecar.stop(grace=1)
         raise
@@ -252,8 +256,10 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     host = settings.grpc_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     core["addr"] = address
+    usage_address = f"{settings.usage_grpc_addr.rpartition(':')[0]}:{usage.port}"
     info = {
         "grpc_addr": address,
+        "usage_grpc_addr": usage_address,
         "webhooks_url": sidecar.url,
         **dev_tokens(settings),
         "user": DEV_USER,
@@ -267,7 +273,7 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     dev_json = Path(settings.data_dir).resolve() / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2))
     dev_json.chmod(0o600)
-    print(f"NOBill is running.\n  gRPC:        {address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
+    print(f"NOBill is running.\n  gRPC:        {address}\n  usage gRPC:  {usage_address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
     print(f"  webhooks:    {sidecar.url}")
     print(f"  dev.json:    {dev_json}\n  token (dev-user, dev@nobill.local):\n{info['token']}", flush=True)
     if ready_file:
@@ -277,6 +283,7 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     print("stopping...", flush=True)
     sidecar.stop(grace=5)
     running.stop(grace=5)
+    usage.stop(grace=5)
     scheduler.join(timeout=5)
     worker.stop(timeout=10_000)
     if endpoint is not None:

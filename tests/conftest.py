@@ -99,6 +99,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
             # Each test session (xdist worker) gets its own job queues in the shared Redis.
             "NOBILL_REDIS_NAMESPACE": f"nobill-test-{uuid.uuid4().hex[:8]}",
             "NOBILL_GRPC_ADDR": "127.0.0.1:0",
+            "NOBILL_USAGE_GRPC_ADDR": "127.0.0.1:0",
             "NOBILL_GRPC_THREADS": "16",
             "NOBILL_DB_POOL_SIZE": "10",
             "NOBILL_JWT_SECRET": TEST_SECRET,
@@ -138,5 +139,22 @@ def server(settings: Settings, database):
 @pytest.fixture(scope="session")
 def channel(server) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def usage_server(settings: Settings, database):
+    """The grpc.aio usage server (UsageService), on its own port like in `nobill serve`."""
+    from nobill.api.usage_server import start_usage_server
+
+    running = start_usage_server(settings, database)
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def usage_channel(usage_server) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{usage_server.port}") as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
         yield ch

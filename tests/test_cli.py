@@ -168,8 +168,9 @@ def test_serve_runs_several_processes_on_one_port_and_stops_on_sigterm(database_
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
-        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
-             "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"},
+        env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET,
+             "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY, "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}",
+             "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}", "NOBILL_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
@@ -394,7 +395,8 @@ def test_the_migrations_ship_inside_the_package() -> None:
 def test_a_second_server_on_the_same_address_is_refused(database_url: str) -> None:
     port = _free_port()
     env = {**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
-           "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_LOG_FORMAT": "json"}
+           "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
+           "NOBILL_LOG_FORMAT": "json"}
     first = subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve"], env=env, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         _create_org(f"127.0.0.1:{port}", mint())
@@ -414,7 +416,8 @@ def test_several_processes_report_their_summed_metrics(database_url: str) -> Non
     process = subprocess.Popen(
         [sys.executable, "-m", "nobill.cli", "serve", "--processes", "2"],
         env={**os.environ, "NOBILL_DATABASE_URL": database_url, "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
-             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_METRICS_ADDR": f"127.0.0.1:{metrics_port}"},
+             "NOBILL_GRPC_ADDR": f"127.0.0.1:{port}", "NOBILL_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+             "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{_free_port()}"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:

@@ -126,7 +126,7 @@ def test_the_installed_wheels_migrate_and_serve_without_the_source_tree(tmp_path
         connection.execute(f'CREATE DATABASE "{name}"')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOBILL_", "PYTHONPATH"))}
     env |= {"NOBILL_DATABASE_URL": with_database(postgres_admin_url, name), "NOBILL_JWT_SECRET": TEST_SECRET, "NOBILL_AUDIT_KEY": TEST_AUDIT_KEY,
-            "NOBILL_GRPC_ADDR": "127.0.0.1:0"}
+            "NOBILL_GRPC_ADDR": "127.0.0.1:0", "NOBILL_USAGE_GRPC_ADDR": "127.0.0.1:0"}
     nobill = str(venv / "bin" / "nobill")
     # Production has no sandbox: the command says how to get it instead of failing obscurely.
     sandbox = subprocess.run([nobill, "sandbox"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)

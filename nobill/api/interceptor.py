@@ -8,7 +8,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -37,9 +38,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNCHECKED_PRINCIPAL = ServicePrincipal("unauthenticated", ORG_PERMISSIONS | SERVICE_SCOPES, None)
 
 
-def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+def metadata_of(pairs: Iterable[tuple[str, Any]]) -> dict[str, str]:
+    """A call's text metadata; refuses a call with more than one `authorization` header."""
     metadata: dict[str, str] = {}
-    for key, value in context.invocation_metadata():
+    for key, value in pairs:
         if not isinstance(value, str):
             continue
         if key == "authorization" and key in metadata:
@@ -50,7 +52,7 @@ def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
     return metadata
 
 
-def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+def request_decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
     """Decode a request inside the interceptor, so a malformed one is INVALID_ARGUMENT
     (grpc's own deserialization failure is INTERNAL) and is decoded only once the caller
     is authenticated."""
@@ -68,7 +70,13 @@ def _decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return decode
 
 
-def _org_id_of(request: Any) -> str:
+def request_id_of(metadata: Iterable[tuple[str, Any]]) -> str:
+    """The caller's x-request-id when well-formed, else a new one."""
+    request_id = next((value for key, value in metadata if key == "x-request-id"), "")
+    return request_id if isinstance(request_id, str) and _REQUEST_ID.fullmatch(request_id) else uuid.uuid4().hex
+
+
+def org_id_of(request: Any) -> str:
     org_id = getattr(request, "org_id", "")
     if not org_id:
         raise InvalidArgument("org_id is required", field="org_id")
@@ -146,7 +154,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
                 lambda request, context: context.abort(grpc.StatusCode.PERMISSION_DENIED, "method has no access rule")
             )
         # Requests arrive as bytes and are decoded by the wrapper (see _decoder).
-        decode = _decoder(handler.request_deserializer)
+        decode = request_decoder(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, rule, handler.unary_unary, decode),
@@ -165,20 +173,36 @@ class NobillInterceptor(grpc.ServerInterceptor):
         """The call's request id (the caller's, if well-formed). It is set before anything
         can refuse the call, so every log line of a refused call carries it too (even one
         refused for its headers)."""
-        request_id = next((value for key, value in context.invocation_metadata() if key == "x-request-id"), "")
-        if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+        request_id = request_id_of(context.invocation_metadata())
         context.set_trailing_metadata((("x-request-id", request_id),))
         return request_id
 
     def _authenticate(self, context: grpc.ServicerContext) -> Principal:
-        metadata = _metadata(context)
+        return self.authenticate(metadata_of(context.invocation_metadata()))
+
+    def authenticate(self, metadata: Mapping[str, str]) -> Principal:
+        """The caller named by the call's `authorization` metadata (raises Unauthenticated).
+        Public for the grpc.aio usage server, which authenticates the same way."""
         if self._authenticator is None:
             return UNCHECKED_PRINCIPAL
         authorization = metadata.get("authorization")
         if authorization is not None and len(authorization) > 16_384:
             raise Unauthenticated()
         return self._authenticator.authenticate(authorization)
+
+    @contextmanager
+    def org_unit_of_work(self, rule: AccessRule, principal: Principal, org_id: str) -> Iterator[tuple[UnitOfWork, Grant]]:
+        """The org's unit of work with the caller's access checked inside it, exactly as a
+        unary call's: the check and the work share one transaction (and a call that changes
+        something holds the caller's membership row). The caller commits. Public for the
+        grpc.aio usage server."""
+        with self._unit_of_work(org_id, principal, lock_member=changes_state(rule.permission)) as uow:
+            grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
+            yield uow, grant
+
+    def admit(self, method: str, principal: Principal) -> Callable[[], None]:
+        """Count a call against the caller's limits; public for the grpc.aio usage server."""
+        return self._admit(method, principal)
 
     def _admit(self, method: str, principal: Principal) -> Callable[[], None]:
         """Count the call against the caller's limits (nobill.api.limits); the returned
@@ -241,15 +265,13 @@ class NobillInterceptor(grpc.ServerInterceptor):
         self, rule: AccessRule, behavior: Callable, request: Any, context: grpc.ServicerContext,
         principal: Principal, request_id: str,
     ) -> Any:
-        org_id = _org_id_of(request)
+        org_id = org_id_of(request)
         # NOTE: the permission check and the work share one transaction, and a call that
         # changes something holds the caller's membership row (FOR SHARE) from BEGIN on:
         # a removal or demotion committed before it is seen, one committed during it waits.
-        lock_member = changes_state(rule.permission)
         for attempt in (1, 2):
             try:
-                with self._unit_of_work(org_id, principal, lock_member=lock_member) as uow:
-                    grant = _check_org_access(rule, principal, self._grant(uow, principal), org_id)
+                with self.org_unit_of_work(rule, principal, org_id) as (uow, grant):
                     response = behavior(
                         request, OrgCallContext(context, principal, request_id, self._database, uow, grant)
                     )
@@ -310,7 +332,7 @@ class NobillInterceptor(grpc.ServerInterceptor):
         allowed: set[str] = set()
 
         def check(request: Any) -> Any:
-            org_id = _org_id_of(request)
+            org_id = org_id_of(request)
             if org_id not in allowed:
                 with self._unit_of_work(org_id, principal) as uow:
                     _check_org_access(rule, principal, self._grant(uow, principal), org_id)

@@ -28,6 +28,9 @@ class Service:
     # The generated `add_<Service>Servicer_to_server`; works for grpc.Server and grpc.aio.Server.
     add_to_server: Callable[[Any, Any], None]
     servicer: type
+    # Which server answers it: "main" (the threaded server) or "usage" (the grpc.aio usage
+    # server on its own port, so long-lived streams never hold the main server's threads).
+    server: str = "main"
     # Builds the servicer from the process's settings; most need none.
     build: Callable[[type, Settings], Any] = lambda servicer, settings: servicer()
 
@@ -46,12 +49,13 @@ SERVICES: tuple[Service, ...] = (
         billing_pb2.DESCRIPTOR.services_by_name["BillingService"],
         billing_pb2_grpc.add_BillingServiceServicer_to_server,
         BillingServicer,
-        lambda servicer, settings: servicer(settings, StripeGateway.from_settings(settings)),
+        build=lambda servicer, settings: servicer(settings, StripeGateway.from_settings(settings)),
     ),
     Service(
         usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
         usage_pb2_grpc.add_UsageServiceServicer_to_server,
         UsageServicer,
+        server="usage",
     ),
     Service(
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
@@ -61,7 +65,11 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
-def register_all(server: Any, settings: Settings) -> None:
-    """Add every service's servicer to `server`."""
+def register_all(server: Any, settings: Settings, *, on: str = "main") -> list[str]:
+    """Add the servicer of every service that runs `on` that server; their full names."""
+    names = []
     for service in SERVICES:
-        service.add_to_server(service.build(service.servicer, settings), server)
+        if service.server == on:
+            service.add_to_server(service.build(service.servicer, settings), server)
+            names.append(service.full_name)
+    return names

@@ -1,4 +1,5 @@
-"""Builds the gRPC server: NOBill services behind the interceptor, health and reflection."""
+"""Builds the gRPC server: NOBill services behind the interceptor, health and reflection.
+UsageService is not here: it runs on the grpc.aio usage server (usage_server.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from nobill.api.access import load_rules, nobill_services
+from nobill.api.access import AccessRule, load_rules
 from nobill.api.interceptor import NobillInterceptor
 from nobill.api.limits import CallLimits, LimitSettings, limits_from
 from nobill.api.registry import register_all
@@ -115,6 +116,21 @@ def call_limits(settings: Settings) -> CallLimits:
     )
 
 
+def nobill_interceptor(
+    settings: Settings, database: Database, rules: dict[str, AccessRule], *, authentication: bool = True
+) -> NobillInterceptor:
+    """Authentication, permissions, limits and tenant binding for every NOBill call; the
+    usage server reuses the same one. Installs the audit keys the calls write with."""
+    verifier = token_verifier(settings) if authentication else None
+    keys.install(keys.from_settings(settings.audit_keys))  # ConfigError without NOBILL_AUDIT_KEY
+    authenticator = (
+        Authenticator(verifier, database, trusted_email_issuers=settings.jwt_trusted_email_issuers)
+        if verifier is not None
+        else None
+    )
+    return NobillInterceptor(rules=rules, database=database, authenticator=authenticator, limits=call_limits(settings))
+
+
 def build_server(
     settings: Settings,
     database: Database,
@@ -138,18 +154,10 @@ def build_server(
         from nobill.jobs.broker import configure_broker
 
         configure_broker(settings.redis_url, namespace=settings.redis_namespace)
-    verifier = token_verifier(settings) if authentication else None
-    keys.install(keys.from_settings(settings.audit_keys))  # ConfigError without NOBILL_AUDIT_KEY
-    authenticator = (
-        Authenticator(verifier, database, trusted_email_issuers=settings.jwt_trusted_email_issuers)
-        if verifier is not None
-        else None
-    )
+    interceptor = nobill_interceptor(settings, database, rules, authentication=authentication)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_threads, thread_name_prefix="grpc"),
-        interceptors=[
-            NobillInterceptor(rules=rules, database=database, authenticator=authenticator, limits=call_limits(settings))
-        ],
+        interceptors=[interceptor],
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -158,11 +166,11 @@ def build_server(
         ],
         maximum_concurrent_rpcs=settings.grpc_threads * 8,
     )
-    register_all(server, settings)
+    # UsageService is served by the grpc.aio usage server on its own port (usage_server.py).
+    names = register_all(server, settings, on="main")
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [service.full_name for service in nobill_services()]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +25,8 @@ from nobill.db.errors import is_connection_error
 from nobill.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 # The tenant binding, as bound parameters. set_config(..., is_local => true) lasts until
@@ -148,6 +151,40 @@ class UnitOfWork:
         with self._driver().cursor(row_factory=namedtuple_row) as cursor:
             cursor.execute(query.sql, parameters)
             return cursor.fetchone()
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk-load rows with COPY ... FROM STDIN, in this transaction and under its tenant
+        binding (row-level security checks every row against the bound org)."""
+        for name in (table, *columns):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+        with self._driver().cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def copy_text(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        """COPY ... FROM STDIN of rows already in COPY's text format (tab-separated, one
+        row a line, special characters escaped by the caller); same binding as copy_rows."""
+        for name in (table, *columns):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+        with self._driver().cursor() as cursor:
+            with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                copy.write(data)
+
+    def ensure_temp_table(self, name: str, columns_sql: str) -> None:
+        """Create a per-connection staging table (rows vanish at commit) unless this
+        connection already has it."""
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"not a plain SQL identifier: {name!r}")
+        assert self.connection is not None, "unit of work used outside its `with` block"
+        created = self.connection.info.setdefault("nobill_temp_tables", set())
+        if name not in created:
+            self._driver().execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns_sql}) ON COMMIT DELETE ROWS"
+            )
+            created.add(name)
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run `callback` once the transaction has committed (e.g. enqueue a job)."""

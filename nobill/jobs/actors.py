@@ -3,4 +3,4 @@
 Each capability adds its actor module here (Stripe outbox, webhook inbox, usage
 aggregation, trial expiry, reconciliation)."""
 
-ACTOR_MODULES: tuple[str, ...] = ("nobill.billing.actors",)
+ACTOR_MODULES: tuple[str, ...] = ("nobill.billing.actors", "nobill.usage.actors")

@@ -32,6 +32,12 @@ SCHEDULE: tuple[Periodic, ...] = (
     Periodic("nobill.billing.sweep_inbox", 30),
     Periodic("nobill.billing.expire_trials", 60),
     Periodic("nobill.billing.reconcile_seats", 3600),
+    # Aggregation lag is about this interval plus the aggregation itself.
+    Periodic("nobill.usage.sweep", 1),
+    Periodic("nobill.usage.maintain_partitions", 3600),
+    # Well inside Stripe's one-hour grace after a period ends.
+    Periodic("nobill.usage.report_sweep", 30),
+    Periodic("nobill.usage.reconcile_sweep", 3600),
 )
 
 # Renew only a lease we still hold; release only our own.

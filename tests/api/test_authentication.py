@@ -123,17 +123,20 @@ def test_every_nobill_rpc_is_covered() -> None:
 
 
 @pytest.mark.parametrize(("path", "streaming"), ALL_METHODS, ids=[path for path, _ in ALL_METHODS])
-def test_every_rpc_without_a_token_is_unauthenticated(channel, path: str, streaming: bool) -> None:
-    error = failure(lambda: _call(channel, path, streaming, ()))
+def test_every_rpc_without_a_token_is_unauthenticated(channel, usage_channel, path: str, streaming: bool) -> None:
+    target = usage_channel if path.startswith("/nobill.v1.UsageService/") else channel
+
+    error = failure(lambda: _call(target, path, streaming, ()))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.details()
 
 
 @pytest.mark.parametrize(("path", "streaming"), ALL_METHODS, ids=[path for path, _ in ALL_METHODS])
-def test_every_rpc_with_a_forged_token_is_unauthenticated(channel, path: str, streaming: bool) -> None:
+def test_every_rpc_with_a_forged_token_is_unauthenticated(channel, usage_channel, path: str, streaming: bool) -> None:
     metadata = BAD_CREDENTIALS["alg-none-service"]
+    target = usage_channel if path.startswith("/nobill.v1.UsageService/") else channel
 
-    error = failure(lambda: _call(channel, path, streaming, metadata))
+    error = failure(lambda: _call(target, path, streaming, metadata))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.details()
 

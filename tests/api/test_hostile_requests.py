@@ -61,9 +61,9 @@ def test_an_undecodable_request_without_a_token_is_unauthenticated(channel) -> N
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_an_undecodable_streamed_message_is_invalid_argument(channel) -> None:
+def test_an_undecodable_streamed_message_is_invalid_argument(channel, usage_channel) -> None:
     user = new_user(channel)
-    method = channel.stream_stream(
+    method = usage_channel.stream_stream(
         "/nobill.v1.UsageService/StreamUsage", request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw
     )
 

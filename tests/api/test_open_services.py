@@ -1,27 +1,25 @@
-"""What answers without a token (health, reflection), what answers any principal
-(ListPlans), IngestStripeEvent's scope, and the RPCs that are not implemented yet: UNIMPLEMENTED to an allowed
-caller, PERMISSION_DENIED / NOT_FOUND to a disallowed one."""
+"""What answers without a token (health and reflection, on the main and the usage port),
+what answers any principal (ListPlans), and IngestStripeEvent's scope. Every RPC is
+implemented now; each service's tests hold its role matrix."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from fixtures_api import EXPECTED_PERMISSIONS, ROLES, create_org, failure, join
-from nobill.v1 import billing_pb2, common_pb2, usage_pb2
+from fixtures_api import failure
+from nobill.v1 import billing_pb2, common_pb2
 from support import Client, new_service, new_user
 
 NOBILL_SERVICES = {
     "nobill.v1.TenancyService",
     "nobill.v1.BillingService",
-    "nobill.v1.UsageService",
     "nobill.v1.AuditService",
 }
+# Served by the grpc.aio usage server on its own port (NOBILL_USAGE_GRPC_ADDR).
+USAGE_SERVICES = {"nobill.v1.UsageService"}
 
 
 # --- health and reflection ------------------------------------------------------------
@@ -34,6 +32,31 @@ def test_health_check_answers_without_a_token(channel, service: str) -> None:
     response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
 
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("service", ["", *sorted(USAGE_SERVICES)])
+def test_the_usage_servers_health_check_answers_without_a_token(usage_channel, service: str) -> None:
+    stub = health_pb2_grpc.HealthStub(usage_channel)
+
+    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_usage_is_not_served_on_the_main_port(channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    error = failure(lambda: stub.Check(health_pb2.HealthCheckRequest(service="nobill.v1.UsageService"), timeout=5))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_usage_servers_reflection_lists_usage_without_a_token(usage_channel) -> None:
+    response = _reflect(usage_channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+
+    names = {service.name for service in response.list_services_response.service}
+    assert USAGE_SERVICES <= names and "grpc.health.v1.Health" in names
+    assert not NOBILL_SERVICES & names
 
 
 def test_health_check_of_an_unknown_service_is_not_found(channel) -> None:
@@ -105,84 +128,3 @@ def test_ingest_stripe_event_is_for_services_with_the_scope(channel) -> None:
     assert failure(lambda: unscoped.billing.IngestStripeEvent(request)).code() == grpc.StatusCode.PERMISSION_DENIED
     # Allowed, and refused for its content: this server has no signing secret configured.
     assert failure(lambda: webhooks.billing.IngestStripeEvent(request)).code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-# --- org-scoped RPCs that are not implemented yet -------------------------------------
-
-
-def _stream_usage(caller: Client, org_id: str) -> list[Any]:
-    return list(
-        caller.usage.StreamUsage(iter([usage_pb2.StreamUsageRequest(org_id=org_id, batch_id=1)]))
-    )
-
-
-UNIMPLEMENTED_RPCS: dict[str, tuple[str, Callable[[Client, str], Any]]] = {
-    "RecordUsage": (
-        "usage:write",
-        lambda c, o: c.usage.RecordUsage(usage_pb2.RecordUsageRequest(
-            org_id=o, events=[usage_pb2.UsageEvent(idempotency_key="k1", metric="api_calls", quantity=1)])),
-    ),
-    "StreamUsage": ("usage:write", _stream_usage),
-    "GetUsageSummary": (
-        "usage:read", lambda c, o: c.usage.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(org_id=o))),
-}
-
-
-@pytest.fixture(scope="module")
-def org_by_role(channel) -> tuple[str, dict[str, Client], Client]:
-    """One org with a signed-in user per role, and a stranger (these RPCs change nothing)."""
-    owner = new_user(channel)
-    org = create_org(owner)
-    clients = {"owner": owner}
-    for role in ("admin", "member", "billing_manager"):
-        clients[role] = join(channel, owner, org.id, ROLES[role])[0]
-    stranger = new_user(channel)
-    create_org(stranger)
-    return org.id, clients, stranger
-
-
-@pytest.mark.parametrize("rpc", list(UNIMPLEMENTED_RPCS))
-@pytest.mark.parametrize("role", list(ROLES))
-def test_an_unimplemented_rpc_is_unimplemented_only_to_an_allowed_caller(org_by_role, role: str, rpc: str) -> None:
-    org_id, clients, _ = org_by_role
-    permission, call = UNIMPLEMENTED_RPCS[rpc]
-    expected = (
-        grpc.StatusCode.UNIMPLEMENTED if permission in EXPECTED_PERMISSIONS[role] else grpc.StatusCode.PERMISSION_DENIED
-    )
-
-    error = failure(lambda: call(clients[role], org_id))
-
-    assert error.code() == expected, error.details()
-
-
-@pytest.mark.parametrize("rpc", list(UNIMPLEMENTED_RPCS))
-def test_an_unimplemented_rpc_is_not_found_to_a_non_member(org_by_role, rpc: str) -> None:
-    org_id, _, stranger = org_by_role
-    _, call = UNIMPLEMENTED_RPCS[rpc]
-
-    error = failure(lambda: call(stranger, org_id))
-
-    assert error.code() == grpc.StatusCode.NOT_FOUND, error.details()
-
-
-@pytest.mark.parametrize("rpc", list(UNIMPLEMENTED_RPCS))
-def test_an_unimplemented_rpc_follows_a_services_scopes_and_orgs(channel, org_by_role, rpc: str) -> None:
-    org_id, _, _ = org_by_role
-    permission, call = UNIMPLEMENTED_RPCS[rpc]
-    scoped = new_service(channel, scopes=(permission,), orgs=(org_id,))
-    unscoped = new_service(channel, scopes=("org:read",) if permission != "org:read" else (), orgs=(org_id,))
-    elsewhere = new_service(channel, scopes=(permission,), orgs=("org_" + "1" * 26,))
-
-    assert failure(lambda: call(scoped, org_id)).code() == grpc.StatusCode.UNIMPLEMENTED
-    assert failure(lambda: call(unscoped, org_id)).code() == grpc.StatusCode.PERMISSION_DENIED
-    assert failure(lambda: call(elsewhere, org_id)).code() == grpc.StatusCode.NOT_FOUND
-
-
-@pytest.mark.parametrize("rpc", list(UNIMPLEMENTED_RPCS))
-def test_an_unimplemented_rpc_still_validates_the_org_id(org_by_role, rpc: str) -> None:
-    _, clients, _ = org_by_role
-    _, call = UNIMPLEMENTED_RPCS[rpc]
-
-    error = failure(lambda: call(clients["owner"], "bogus"))
-
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()

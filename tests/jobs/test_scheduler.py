@@ -34,4 +34,8 @@ def test_the_schedule_covers_sweeps_trials_and_reconciliation() -> None:
         "nobill.billing.sweep_inbox",
         "nobill.billing.expire_trials",
         "nobill.billing.reconcile_seats",
+        "nobill.usage.sweep",
+        "nobill.usage.maintain_partitions",
+        "nobill.usage.report_sweep",
+        "nobill.usage.reconcile_sweep",
     }

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from nobill.v1 import access_pb2 as nobill_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nobill/v1/usage.proto\x12\tnobill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\"v\n\nUsageEvent\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x12RecordUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.nobill.v1.UsageEvent\";\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"]\n\x12StreamUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x03\x12%\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x15.nobill.v1.UsageEvent\"M\n\x13StreamUsageResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\"\x96\x01\n\x16GetUsageSummaryRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0bMetricTotal\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x03\x12\x19\n\x11reported_quantity\x18\x04 \x01(\x03\"A\n\x17GetUsageSummaryResponse\x12&\n\x06totals\x18\x01 \x03(\x0b\x32\x16.nobill.v1.MetricTotal2\xc0\x02\n\x0cUsageService\x12_\n\x0bRecordUsage\x12\x1d.nobill.v1.RecordUsageRequest\x1a\x1e.nobill.v1.RecordUsageResponse\"\x11\xca\xda\x18\r\n\x0busage:write\x12\x63\n\x0bStreamUsage\x12\x1d.nobill.v1.StreamUsageRequest\x1a\x1e.nobill.v1.StreamUsageResponse\"\x11\xca\xda\x18\r\n\x0busage:write(\x01\x30\x01\x12j\n\x0fGetUsageSummary\x12!.nobill.v1.GetUsageSummaryRequest\x1a\".nobill.v1.GetUsageSummaryResponse\"\x10\xca\xda\x18\x0c\n\nusage:readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nobill/v1/usage.proto\x12\tnobill.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nobill/v1/access.proto\"\x8a\x01\n\nUsageEvent\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nproperties\x18\x05 \x01(\t\"G\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\'\n\x06reason\x18\x02 \x01(\x0e\x32\x17.nobill.v1.RejectReason\"K\n\x12RecordUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.nobill.v1.UsageEvent\"g\n\x13RecordUsageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12*\n\x08rejected\x18\x03 \x03(\x0b\x32\x18.nobill.v1.RejectedEvent\"]\n\x12StreamUsageRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x03\x12%\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x15.nobill.v1.UsageEvent\"\xa6\x01\n\x13StreamUsageResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\x12*\n\x08rejected\x18\x04 \x03(\x0b\x32\x18.nobill.v1.RejectedEvent\x12\x13\n\x0bstatus_code\x18\x05 \x01(\x05\x12\x16\n\x0estatus_message\x18\x06 \x01(\t\"\x96\x01\n\x16GetUsageSummaryRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x01\n\x0bMetricTotal\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x03\x12\x19\n\x11reported_quantity\x18\x04 \x01(\x03\x12\x18\n\x10pending_quantity\x18\x05 \x01(\x03\x12\x30\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x14ReconciliationResult\x12.\n\nchecked_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07in_sync\x18\x02 \x01(\x08\x12\x16\n\x0e\x64rift_quantity\x18\x03 \x01(\x03\"\x8f\x01\n\x17GetUsageSummaryResponse\x12&\n\x06totals\x18\x01 \x03(\x0b\x32\x16.nobill.v1.MetricTotal\x12\x0e\n\x06\x62illed\x18\x02 \x01(\x08\x12<\n\x13last_reconciliation\x18\x03 \x01(\x0b\x32\x1f.nobill.v1.ReconciliationResult*\x83\x03\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12)\n%REJECT_REASON_MISSING_IDEMPOTENCY_KEY\x10\x01\x12*\n&REJECT_REASON_IDEMPOTENCY_KEY_TOO_LONG\x10\x02\x12 \n\x1cREJECT_REASON_UNKNOWN_METRIC\x10\x03\x12\"\n\x1eREJECT_REASON_INVALID_QUANTITY\x10\x04\x12%\n!REJECT_REASON_TIMESTAMP_IN_FUTURE\x10\x05\x12#\n\x1fREJECT_REASON_TIMESTAMP_TOO_OLD\x10\x06\x12\x1f\n\x1bREJECT_REASON_PERIOD_CLOSED\x10\x07\x12%\n!REJECT_REASON_PROPERTIES_TOO_LONG\x10\x08\x12#\n\x1fREJECT_REASON_INVALID_CHARACTER\x10\t2\xc0\x02\n\x0cUsageService\x12_\n\x0bRecordUsage\x12\x1d.nobill.v1.RecordUsageRequest\x1a\x1e.nobill.v1.RecordUsageResponse\"\x11\xca\xda\x18\r\n\x0busage:write\x12\x63\n\x0bStreamUsage\x12\x1d.nobill.v1.StreamUsageRequest\x1a\x1e.nobill.v1.StreamUsageResponse\"\x11\xca\xda\x18\r\n\x0busage:write(\x01\x30\x01\x12j\n\x0fGetUsageSummary\x12!.nobill.v1.GetUsageSummaryRequest\x1a\".nobill.v1.GetUsageSummaryResponse\"\x10\xca\xda\x18\x0c\n\nusage:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGESERVICE'].methods_by_name['StreamUsage']._serialized_options = b'\312\332\030\r\n\013usage:write'
   _globals['_USAGESERVICE'].methods_by_name['GetUsageSummary']._loaded_options = None
   _globals['_USAGESERVICE'].methods_by_name['GetUsageSummary']._serialized_options = b'\312\332\030\014\n\nusage:read'
-  _globals['_USAGEEVENT']._serialized_start=93
-  _globals['_USAGEEVENT']._serialized_end=211
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=213
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=288
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=290
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=349
-  _globals['_STREAMUSAGEREQUEST']._serialized_start=351
-  _globals['_STREAMUSAGEREQUEST']._serialized_end=444
-  _globals['_STREAMUSAGERESPONSE']._serialized_start=446
-  _globals['_STREAMUSAGERESPONSE']._serialized_end=523
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=526
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=676
-  _globals['_METRICTOTAL']._serialized_start=678
-  _globals['_METRICTOTAL']._serialized_end=773
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=775
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=840
-  _globals['_USAGESERVICE']._serialized_start=843
-  _globals['_USAGESERVICE']._serialized_end=1163
+  _globals['_REJECTREASON']._serialized_start=1388
+  _globals['_REJECTREASON']._serialized_end=1775
+  _globals['_USAGEEVENT']._serialized_start=94
+  _globals['_USAGEEVENT']._serialized_end=232
+  _globals['_REJECTEDEVENT']._serialized_start=234
+  _globals['_REJECTEDEVENT']._serialized_end=305
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=307
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=382
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=384
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=487
+  _globals['_STREAMUSAGEREQUEST']._serialized_start=489
+  _globals['_STREAMUSAGEREQUEST']._serialized_end=582
+  _globals['_STREAMUSAGERESPONSE']._serialized_start=585
+  _globals['_STREAMUSAGERESPONSE']._serialized_end=751
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=754
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=904
+  _globals['_METRICTOTAL']._serialized_start=907
+  _globals['_METRICTOTAL']._serialized_end=1126
+  _globals['_RECONCILIATIONRESULT']._serialized_start=1128
+  _globals['_RECONCILIATIONRESULT']._serialized_end=1239
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=1242
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=1385
+  _globals['_USAGESERVICE']._serialized_start=1778
+  _globals['_USAGESERVICE']._serialized_end=2098
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,40 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RejectReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REJECT_REASON_UNSPECIFIED: _RejectReason.ValueType  # 0
+    REJECT_REASON_MISSING_IDEMPOTENCY_KEY: _RejectReason.ValueType  # 1
+    REJECT_REASON_IDEMPOTENCY_KEY_TOO_LONG: _RejectReason.ValueType  # 2
+    REJECT_REASON_UNKNOWN_METRIC: _RejectReason.ValueType  # 3
+    REJECT_REASON_INVALID_QUANTITY: _RejectReason.ValueType  # 4
+    REJECT_REASON_TIMESTAMP_IN_FUTURE: _RejectReason.ValueType  # 5
+    REJECT_REASON_TIMESTAMP_TOO_OLD: _RejectReason.ValueType  # 6
+    REJECT_REASON_PERIOD_CLOSED: _RejectReason.ValueType  # 7
+    REJECT_REASON_PROPERTIES_TOO_LONG: _RejectReason.ValueType  # 8
+    REJECT_REASON_INVALID_CHARACTER: _RejectReason.ValueType  # 9
+    """The key or the properties contain a NUL character, which cannot be stored."""
+
+class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
+    """Why one event of a batch was not recorded; the rest of the batch is."""
+
+REJECT_REASON_UNSPECIFIED: RejectReason.ValueType  # 0
+REJECT_REASON_MISSING_IDEMPOTENCY_KEY: RejectReason.ValueType  # 1
+REJECT_REASON_IDEMPOTENCY_KEY_TOO_LONG: RejectReason.ValueType  # 2
+REJECT_REASON_UNKNOWN_METRIC: RejectReason.ValueType  # 3
+REJECT_REASON_INVALID_QUANTITY: RejectReason.ValueType  # 4
+REJECT_REASON_TIMESTAMP_IN_FUTURE: RejectReason.ValueType  # 5
+REJECT_REASON_TIMESTAMP_TOO_OLD: RejectReason.ValueType  # 6
+REJECT_REASON_PERIOD_CLOSED: RejectReason.ValueType  # 7
+REJECT_REASON_PROPERTIES_TOO_LONG: RejectReason.ValueType  # 8
+REJECT_REASON_INVALID_CHARACTER: RejectReason.ValueType  # 9
+"""The key or the properties contain a NUL character, which cannot be stored."""
+Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
+
 @_typing.final
 class UsageEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -27,15 +62,22 @@ class UsageEvent(_message.Message):
     METRIC_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
-    """Unique per organization; a replay with the same key is counted once."""
+    """Required, at most 128 characters, unique per organization: a replay with the same
+    key is counted once for 35 days, whatever timestamp the replay carries.
+    """
     metric: _builtins.str
-    """Metric name, e.g. "api_calls": 1 to 100 characters of [a-z0-9_.-]."""
+    """Metric name as the plan catalog names it: api_requests, background_jobs, reports_generated."""
     quantity: _builtins.int
-    """Whole, non-negative quantity."""
+    """Whole quantity, greater than zero."""
+    properties: _builtins.str
+    """Optional free-form text stored with the event (at most 2,048 characters)."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When the usage happened; defaults to the time of receipt."""
+        """When the usage happened; defaults to the time of receipt. At most 5 minutes ahead,
+        at most 35 days old, and not in a billing period that is already closed.
+        """
 
     def __init__(
         self,
@@ -44,14 +86,38 @@ class UsageEvent(_message.Message):
         metric: _builtins.str = ...,
         quantity: _builtins.int = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
+        properties: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "metric", b"metric", "quantity", b"quantity", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "metric", b"metric", "properties", b"properties", "quantity", b"quantity", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015
+
+@_typing.final
+class RejectedEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the event in the request's `events`."""
+    reason: Global___RejectReason.ValueType
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        reason: Global___RejectReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedEvent: _TypeAlias = RejectedEvent  # noqa: Y015
 
 @_typing.final
 class RecordUsageRequest(_message.Message):
@@ -61,7 +127,9 @@ class RecordUsageRequest(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
+        """1 to 10,000 events."""
+
     def __init__(
         self,
         *,
@@ -82,19 +150,25 @@ class RecordUsageResponse(_message.Message):
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
     """Events stored by this call."""
     duplicates: _builtins.int
-    """Events whose idempotency key was already stored."""
+    """Events whose idempotency key was already stored (or repeated within the batch)."""
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedEvent]:
+        """Events refused one by one; accepted + duplicates + len(rejected) = len(events)."""
+
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
+        rejected: _abc.Iterable[Global___RejectedEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -109,9 +183,13 @@ class StreamUsageRequest(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     batch_id: _builtins.int
-    """Chosen by the client; echoed in the acknowledgement."""
+    """Chosen by the client; echoed in the acknowledgement. Resending an unacknowledged
+    batch with the same events is safe: their keys are counted once.
+    """
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
+        """1 to 10,000 events."""
+
     def __init__(
         self,
         *,
@@ -134,19 +212,33 @@ class StreamUsageResponse(_message.Message):
     BATCH_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     accepted: _builtins.int
     duplicates: _builtins.int
+    status_code: _builtins.int
+    """A google.rpc.Code value: 0 (OK) when the batch was processed; otherwise the whole
+    batch was refused (PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT,
+    UNAVAILABLE: resend it) and nothing of it was stored.
+    """
+    status_message: _builtins.str
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedEvent]: ...
     def __init__(
         self,
         *,
         batch_id: _builtins.int = ...,
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
+        rejected: _abc.Iterable[Global___RejectedEvent] | None = ...,
+        status_code: _builtins.int = ...,
+        status_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch_id", b"batch_id", "duplicates", b"duplicates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "batch_id", b"batch_id", "duplicates", b"duplicates", "rejected", b"rejected", "status_code", b"status_code", "status_message", b"status_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,11 +257,13 @@ class GetUsageSummaryRequest(_message.Message):
     """Only this metric when set."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Inclusive start; unset means the current billing period's start."""
+        """Periods starting at or after this time; unset means the org's current billing period
+        (its Stripe subscription period, or the calendar month without a subscription).
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Exclusive end; unset means now."""
+        """Periods starting before this time; unset means now."""
 
     def __init__(
         self,
@@ -195,11 +289,23 @@ class MetricTotal(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     REPORTED_QUANTITY_FIELD_NUMBER: _builtins.int
+    PENDING_QUANTITY_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     quantity: _builtins.int
+    """Recorded quantity (every accepted event, aggregated or not yet)."""
     event_count: _builtins.int
     reported_quantity: _builtins.int
     """Part of the quantity already reported to Stripe."""
+    pending_quantity: _builtins.int
+    """Part of the quantity still to be reported to Stripe (0 when the plan does not bill usage)."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """The billing period the usage belongs to."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -207,30 +313,73 @@ class MetricTotal(_message.Message):
         quantity: _builtins.int = ...,
         event_count: _builtins.int = ...,
         reported_quantity: _builtins.int = ...,
+        pending_quantity: _builtins.int = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "metric", b"metric", "quantity", b"quantity", "reported_quantity", b"reported_quantity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "metric", b"metric", "pending_quantity", b"pending_quantity", "period_end", b"period_end", "period_start", b"period_start", "quantity", b"quantity", "reported_quantity", b"reported_quantity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetricTotal: _TypeAlias = MetricTotal  # noqa: Y015
 
 @_typing.final
+class ReconciliationResult(_message.Message):
+    """The outcome of the last comparison of internal totals with Stripe's meter summaries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    IN_SYNC_FIELD_NUMBER: _builtins.int
+    DRIFT_QUANTITY_FIELD_NUMBER: _builtins.int
+    in_sync: _builtins.bool
+    """True when every total matched Stripe to the unit."""
+    drift_quantity: _builtins.int
+    """Internal minus Stripe, summed over the metrics that differ."""
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+        in_sync: _builtins.bool = ...,
+        drift_quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "drift_quantity", b"drift_quantity", "in_sync", b"in_sync"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconciliationResult: _TypeAlias = ReconciliationResult  # noqa: Y015
+
+@_typing.final
 class GetUsageSummaryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTALS_FIELD_NUMBER: _builtins.int
+    BILLED_FIELD_NUMBER: _builtins.int
+    LAST_RECONCILIATION_FIELD_NUMBER: _builtins.int
+    billed: _builtins.bool
+    """Whether the org's plan bills usage (Enterprise); Pro and trials only record it."""
     @_builtins.property
     def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricTotal]: ...
+    @_builtins.property
+    def last_reconciliation(self) -> Global___ReconciliationResult:
+        """Unset until a reconciliation has run for the org."""
+
     def __init__(
         self,
         *,
         totals: _abc.Iterable[Global___MetricTotal] | None = ...,
+        billed: _builtins.bool = ...,
+        last_reconciliation: Global___ReconciliationResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_reconciliation", b"last_reconciliation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed", b"billed", "last_reconciliation", b"last_reconciliation", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,6 +28,8 @@ if _version_not_supported:
 class UsageServiceStub:
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     def __init__(self, channel):
@@ -56,17 +58,21 @@ class UsageServiceStub:
 class UsageServiceServicer:
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     def RecordUsage(self, request, context):
-        """Records one batch; answers after the batch is durable.
+        """Records one batch of at most 10,000 events; answers after the batch is durable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamUsage(self, request_iterator, context):
-        """A bidirectional stream of batches; each batch is acknowledged after commit.
+        """A bidirectional stream of batches; each batch is acknowledged after commit. Each
+        batch is authorized on its own: a batch for an org the caller may not write is
+        refused in its acknowledgement (status_code), and the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,6 +113,8 @@ def add_UsageServiceServicer_to_server(servicer, server):
 class UsageService:
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     @staticmethod

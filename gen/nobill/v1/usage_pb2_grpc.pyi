@@ -29,6 +29,8 @@ GRPC_VERSION: str
 class UsageServiceStub:
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     @_typing.overload
@@ -36,27 +38,37 @@ class UsageServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UsageServiceAsyncStub: ...
     RecordUsage: _grpc.UnaryUnaryMultiCallable[_usage_pb2.RecordUsageRequest, _usage_pb2.RecordUsageResponse]
-    """Records one batch; answers after the batch is durable."""
+    """Records one batch of at most 10,000 events; answers after the batch is durable."""
     StreamUsage: _grpc.StreamStreamMultiCallable[_usage_pb2.StreamUsageRequest, _usage_pb2.StreamUsageResponse]
-    """A bidirectional stream of batches; each batch is acknowledged after commit."""
+    """A bidirectional stream of batches; each batch is acknowledged after commit. Each
+    batch is authorized on its own: a batch for an org the caller may not write is
+    refused in its acknowledgement (status_code), and the stream goes on.
+    """
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_usage_pb2.GetUsageSummaryRequest, _usage_pb2.GetUsageSummaryResponse]
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.RecordUsageRequest, _usage_pb2.RecordUsageResponse]  # type: ignore[assignment]
-    """Records one batch; answers after the batch is durable."""
+    """Records one batch of at most 10,000 events; answers after the batch is durable."""
     StreamUsage: _aio.StreamStreamMultiCallable[_usage_pb2.StreamUsageRequest, _usage_pb2.StreamUsageResponse]  # type: ignore[assignment]
-    """A bidirectional stream of batches; each batch is acknowledged after commit."""
+    """A bidirectional stream of batches; each batch is acknowledged after commit. Each
+    batch is authorized on its own: a batch for an org the caller may not write is
+    refused in its acknowledgement (status_code), and the stream goes on.
+    """
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_usage_pb2.GetUsageSummaryRequest, _usage_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage ingestion: deduplicated by idempotency key, acknowledged after commit,
     aggregated asynchronously and reported to Stripe Billing Meters exactly once.
+
+    Served by the usage server (NOBILL_USAGE_GRPC_ADDR, grpc.aio), not the main port.
     """
 
     @_abc_1.abstractmethod
@@ -65,7 +77,7 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _usage_pb2.RecordUsageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.RecordUsageResponse, _abc.Awaitable[_usage_pb2.RecordUsageResponse]]:
-        """Records one batch; answers after the batch is durable."""
+        """Records one batch of at most 10,000 events; answers after the batch is durable."""
 
     @_abc_1.abstractmethod
     def StreamUsage(
@@ -73,7 +85,10 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_usage_pb2.StreamUsageRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_usage_pb2.StreamUsageResponse], _abc.AsyncIterator[_usage_pb2.StreamUsageResponse]]:
-        """A bidirectional stream of batches; each batch is acknowledged after commit."""
+        """A bidirectional stream of batches; each batch is acknowledged after commit. Each
+        batch is authorized on its own: a batch for an org the caller may not write is
+        refused in its acknowledgement (status_code), and the stream goes on.
+        """
 
     @_abc_1.abstractmethod
     def GetUsageSummary(

@@ -1,0 +1,81 @@
+"""Billing Meter events and summaries: the only Stripe calls usage reporting makes.
+
+    POST /v1/billing/meter_events                     (one call per report, never per event)
+    GET  /v1/billing/meters                           (meter ids by event_name, cached)
+    GET  /v1/billing/meters/{id}/event_summaries      (reconciliation)
+
+Calls go through the billing gateway's breaker and error classification; the meter event's
+`identifier` doubles as the request's Idempotency-Key, so a retry after a lost answer (a
+500 after Stripe committed) gets the stored answer instead of a second event."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import threading
+import time
+from typing import Any
+
+from nobill.stripe.errors import StripePermanent
+from nobill.stripe.gateway import StripeGateway
+
+# Meters map the customer from this payload key and sum this one (catalog.toml).
+CUSTOMER_KEY = "stripe_customer_id"
+VALUE_KEY = "value"
+METER_CACHE_SECONDS = 300.0
+
+
+class Sent(enum.Enum):
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"  # Stripe already holds an event with this identifier
+
+
+class MeterEvents:
+    def __init__(self, gateway: StripeGateway) -> None:
+        self._gateway = gateway
+        self._meters: dict[str, str] = {}
+        self._meters_at = 0.0
+        self._lock = threading.Lock()
+
+    def send(
+        self, *, event_name: str, identifier: str, stripe_customer_id: str, value: int, timestamp: dt.datetime
+    ) -> Sent:
+        """Create one meter event; raises StripeTransient (retry later) or StripePermanent."""
+        params: dict[str, Any] = {
+            "event_name": event_name,
+            "identifier": identifier,
+            "payload": {CUSTOMER_KEY: stripe_customer_id, VALUE_KEY: str(value)},
+            "timestamp": int(timestamp.timestamp()),
+        }
+        try:
+            # NOTE: _call is the gateway's one way out (breaker, classification, logs).
+            self._gateway._call(
+                "billing.meter_events.create",
+                lambda v1: v1.billing.meter_events.create(params, {"idempotency_key": identifier}),
+            )
+        except StripePermanent as failure:
+            if "already exists" in failure.message and identifier in failure.message:
+                return Sent.ALREADY_SENT
+            raise
+        return Sent.SENT
+
+    def meter_id(self, event_name: str) -> str:
+        """The id of the active meter for `event_name` (raises StripePermanent if none)."""
+        with self._lock:
+            if time.monotonic() - self._meters_at > METER_CACHE_SECONDS or event_name not in self._meters:
+                meters = self._gateway.list_meters()
+                self._meters = {m["event_name"]: m["id"] for m in meters if m.get("status", "active") == "active"}
+                self._meters_at = time.monotonic()
+            if event_name not in self._meters:
+                raise StripePermanent(f"no active Stripe meter for event_name {event_name!r}; run `nobill stripe sync`")
+            return self._meters[event_name]
+
+    def summary(self, *, event_name: str, stripe_customer_id: str, start: dt.datetime, end: dt.datetime) -> int:
+        """Stripe's total of the meter for the customer over [start, end) (minute-aligned)."""
+        meter_id = self.meter_id(event_name)
+        params = {"customer": stripe_customer_id, "start_time": int(start.timestamp()), "end_time": int(end.timestamp())}
+        page = self._gateway._call(
+            "billing.meters.event_summaries.list",
+            lambda v1: v1.billing.meters.event_summaries.list(meter_id, params),
+        )
+        return int(sum(float(item.aggregated_value) for item in page.data))

@@ -1,0 +1,1 @@
+"""Usage metering: ingestion with exact deduplication, aggregation into totals per billing period."""
