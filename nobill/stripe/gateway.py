@@ -274,3 +274,21 @@ class StripeGateway:
         return self._plain(
             self._call("webhook_endpoints.update", lambda v1: v1.webhook_endpoints.update(endpoint_id, params))
         )
+
+    # --- meter events ---------------------------------------------------------------
+
+    def create_meter_event(self, params: dict[str, Any], *, idempotency_key: str) -> StripeObject:
+        return self._plain(
+            self._call(
+                "billing.meter_events.create",
+                lambda v1: v1.billing.meter_events.create(params, self._options(idempotency_key)),
+            )
+        )
+
+    def meter_event_summaries(self, meter_id: str, params: dict[str, Any]) -> list[StripeObject]:
+        """The summaries of a meter for one customer and time range (every page)."""
+        return self._list(
+            "billing.meters.event_summaries.list",
+            lambda v1, page_params: v1.billing.meters.event_summaries.list(meter_id, page_params),
+            params,
+        )

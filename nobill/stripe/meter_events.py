@@ -48,11 +48,7 @@ class MeterEvents:
             "timestamp": int(timestamp.timestamp()),
         }
         try:
-            # NOTE: _call is the gateway's one way out (breaker, classification, logs).
-            self._gateway._call(
-                "billing.meter_events.create",
-                lambda v1: v1.billing.meter_events.create(params, {"idempotency_key": identifier}),
-            )
+            self._gateway.create_meter_event(params, idempotency_key=identifier)
         except StripePermanent as failure:
             if "already exists" in failure.message and identifier in failure.message:
                 return Sent.ALREADY_SENT
@@ -74,8 +70,5 @@ class MeterEvents:
         """Stripe's total of the meter for the customer over [start, end) (minute-aligned)."""
         meter_id = self.meter_id(event_name)
         params = {"customer": stripe_customer_id, "start_time": int(start.timestamp()), "end_time": int(end.timestamp())}
-        page = self._gateway._call(
-            "billing.meters.event_summaries.list",
-            lambda v1: v1.billing.meters.event_summaries.list(meter_id, params),
-        )
-        return int(sum(float(item.aggregated_value) for item in page.data))
+        summaries = self._gateway.meter_event_summaries(meter_id, params)
+        return int(sum(float(item["aggregated_value"]) for item in summaries))
