@@ -200,12 +200,14 @@ def main() -> int:
         _wait(lambda: _http_ready(webhooks_port), "the sidecar")
 
         _progress(f"creating {args.orgs} organizations and their Stripe customers")
-        token = mint_token(secret=SECRET, issuer="nobill", audience="nobill", subject="bench-owner", email="owner@bench.test")
-        metadata = (("authorization", f"Bearer {token}"),)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             tenancy = tenancy_pb2_grpc.TenancyServiceStub(channel)
             for index in range(args.orgs):
-                tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name=f"Bench {index}"), metadata=metadata)
+                # One owner per org: a user may create only so many orgs a day (NOBILL_RATE_LIMIT_ORGS_PER_DAY).
+                token = mint_token(secret=SECRET, issuer="nobill", audience="nobill", subject=f"bench-owner-{index}",
+                                   email=f"owner-{index}@bench.test")
+                tenancy.CreateOrganization(tenancy_pb2.CreateOrganizationRequest(name=f"Bench {index}"),
+                                           metadata=(("authorization", f"Bearer {token}"),))
 
         def customers() -> list[str]:
             with psycopg.connect(database_url) as connection:
