@@ -257,6 +257,9 @@ def main() -> int:
         "NOBILL_REDIS_URL": redis_url,
         "NOBILL_REDIS_NAMESPACE": f"nobill-bench-{uuid.uuid4().hex[:8]}",
         "NOBILL_JWT_SECRET": SECRET,
+        "NOBILL_AUDIT_KEY": "bench:audit-key-that-is-long-enough-for-hmac-0000",
+        # The bench creates its 50 orgs as one user; the per-user daily limit is not what it measures.
+        "NOBILL_RATE_LIMIT_ORGS_PER_DAY": "0",
         "NOBILL_GRPC_ADDR": f"127.0.0.1:{main_port}",
         "NOBILL_USAGE_GRPC_ADDR": f"127.0.0.1:{usage_port}",
         "NOBILL_USAGE_DB_THREADS": str(args.db_threads),
