@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from nobill import metrics
 from nobill.audit.actors import AuditContext
 from nobill.billing import accounts, actors_context, invoices, service, subscriptions
 from nobill.billing.tables import stripe_events
@@ -117,6 +118,7 @@ def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: t
     try:
         event = verify_event(payload, signature_header, secrets)
     except InvalidWebhook as error:
+        metrics.webhook_event("unknown", "rejected")
         raise InvalidArgument(str(error), field="payload") from None
     handled = event["type"] in HANDLERS
     stored = uow.execute(
@@ -135,16 +137,29 @@ def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: t
     ).scalar_one_or_none()
     if stored and handled:
         uow.after_commit(lambda: send(APPLY_ACTOR, event["id"]))
+    result = "duplicate" if stored is None else "stored" if handled else "ignored"
+    uow.after_commit(lambda: metrics.webhook_event(event["type"], result))
     return Ingested(event["id"], event["type"], duplicate=stored is None)
 
 
 def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_attempts: int, seat_sync_delay: float) -> str:
     """Apply one stored event in its org's unit of work. Returns "applied", "parked" or
     "skipped"; raises UnknownCustomer / StripeTransient so the actor retries."""
+    event_type, result = _apply(
+        database=database, gateway=gateway, event_id=event_id, max_attempts=max_attempts, seat_sync_delay=seat_sync_delay
+    )
+    if result != "skipped":
+        metrics.webhook_event(event_type, result)
+    return result
+
+
+def _apply(
+    *, database: Database, gateway: StripeGateway, event_id: str, max_attempts: int, seat_sync_delay: float
+) -> tuple[str, str]:
     with UnitOfWork(database) as uow:
         row = uow.execute(select(stripe_events).where(stripe_events.c.event_id == event_id)).one_or_none()
         if row is None or row.state != "pending":
-            return "skipped"
+            return (row.event_type if row else ""), "skipped"
         org_id = accounts.org_for_customer(uow=uow, stripe_customer_id=row.stripe_customer_id or "")
         if org_id is None:
             attempts = row.attempts + 1
@@ -162,7 +177,7 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
             if parked:
                 log.error("stripe event parked: unknown customer",
                           extra={"event_id": event_id, "event_type": row.event_type, "customer": row.stripe_customer_id})
-                return "parked"
+                return row.event_type, "parked"
             raise UnknownCustomer(f"no organization owns Stripe customer {row.stripe_customer_id} (yet)")
     with UnitOfWork(database, org_id=org_id) as uow:
         # The row lock makes concurrent deliveries of the same event apply it once.
@@ -172,7 +187,7 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
             .with_for_update(skip_locked=True)
         ).one_or_none()
         if locked is None or locked.state != "pending":
-            return "skipped"
+            return row.event_type, "skipped"
         # Events of one org apply one at a time, and each re-reads Stripe only once it holds
         # the org's subscription lock: the last to apply read Stripe last, so no older
         # snapshot can overwrite a newer one.
@@ -192,7 +207,7 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
                 "stripe event parked: Stripe refused the re-read",
                 extra={"event_id": event_id, "event_type": locked.payload["type"], "error": error.message},
             )
-            return "parked"
+            return row.event_type, "parked"
         uow.execute(
             update(stripe_events)
             .where(stripe_events.c.event_id == event_id)
@@ -201,7 +216,7 @@ def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_atte
         )
         _coalesce(uow, org_id=org_id, event=locked.payload, read_from=read_from)
         uow.commit()
-    return "applied"
+    return row.event_type, "applied"
 
 
 def _coalesce(uow: UnitOfWork, *, org_id: str, event: dict[str, Any], read_from: dt.datetime) -> None:

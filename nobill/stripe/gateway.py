@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nobill import metrics
 from nobill.config import Settings
 from nobill.stripe.breaker import CircuitBreaker
 from nobill.stripe.errors import StripeCircuitOpen, StripeFailure, StripeNotConfigured, StripeTransient, classify
@@ -16,6 +17,15 @@ from nobill.stripe.errors import StripeCircuitOpen, StripeFailure, StripeNotConf
 log = logging.getLogger("nobill.stripe")
 
 StripeObject = dict[str, Any]
+
+
+def _outcome(failure: StripeFailure) -> str:
+    """A failed call's outcome label: few values, never an id or a message."""
+    if failure.status == 429:
+        return "rate_limited"
+    if isinstance(failure, StripeTransient):
+        return "unavailable"
+    return failure.code or "refused"
 
 
 class StripeGateway:
@@ -44,6 +54,7 @@ class StripeGateway:
         if self._client is None:
             raise StripeNotConfigured("STRIPE_API_KEY is not set; Stripe calls are off in this process")
         if not self.breaker.allow():
+            metrics.stripe_call(endpoint, "circuit_open")
             raise StripeCircuitOpen(self.breaker.retry_after())
         started = time.perf_counter()
         try:
@@ -68,8 +79,10 @@ class StripeGateway:
                     "error": failure.message,
                 },
             )
+            metrics.stripe_call(endpoint, _outcome(failure))
             raise failure from error
         self.breaker.record_success()
+        metrics.stripe_call(endpoint, "ok")
         log.debug("stripe call", extra={"endpoint": endpoint, "ms": round((time.perf_counter() - started) * 1e3, 1)})
         return result
 

@@ -76,3 +76,26 @@ def test_bad_deliveries_are_refused_and_change_nothing(billing: BillingWorld) ->
         status, _ = _post(billing, payload, signature)
         assert status == expected, name
     assert _stored(billing, event["id"]) == 0
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_webhook_events_and_stripe_calls_are_counted(billing: BillingWorld) -> None:
+    ignored = {"type": "product.updated", "result": "ignored"}
+    duplicate = {"type": "product.updated", "result": "duplicate"}
+    rejected = {"type": "unknown", "result": "rejected"}
+    before = {key: _sample("nobill_stripe_webhook_events_total", labels)
+              for key, labels in (("ignored", ignored), ("duplicate", duplicate), ("rejected", rejected))}
+    body = json.dumps(_event()).encode()
+    assert _post(billing, body, sign(body, billing.webhook_secret))[0] == 200
+    assert _post(billing, body, sign(body, billing.webhook_secret))[0] == 200
+    assert _post(billing, body, sign(body, "whsec_" + "y" * 32))[0] == 400
+    assert _sample("nobill_stripe_webhook_events_total", ignored) == before["ignored"] + 1
+    assert _sample("nobill_stripe_webhook_events_total", duplicate) == before["duplicate"] + 1
+    assert _sample("nobill_stripe_webhook_events_total", rejected) == before["rejected"] + 1
+    # The world synced the catalog through the gateway: its calls were counted by endpoint.
+    assert _sample("nobill_stripe_requests_total", {"endpoint": "billing.meters.list", "outcome": "ok"}) >= 1
