@@ -168,10 +168,12 @@ class CallLimits:
         redis_key = f"{self._settings.namespace}:limits:orgs:{key}"
         try:
             pipeline = self._redis.pipeline(transaction=False)
+            # The first creation starts the 24-hour window. NOTE: SET NX EX rather than
+            # EXPIRE NX, which needs Redis 7 (the embedded Redis is 6.2).
+            pipeline.set(redis_key, 0, ex=ORG_WINDOW_SECONDS, nx=True)
             pipeline.incr(redis_key)
-            pipeline.expire(redis_key, ORG_WINDOW_SECONDS, nx=True)
             pipeline.ttl(redis_key)
-            count, _, ttl = pipeline.execute()
+            _, count, ttl = pipeline.execute()
         except redis.RedisError as error:
             self._redis_failed(error)
             return
