@@ -1,4 +1,5 @@
-# Slim, non-root image that runs `nobill serve`. It holds the installed wheels only: no
+# Slim, non-root image that runs `nobill serve` (or any other command: `worker`, `scheduler`,
+# `webhooks`, `migrate`). It holds the installed wheels only: no
 # source tree (migrations ship inside the package, so `nobill migrate` works from here).
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -18,8 +19,11 @@ WORKDIR /app
 COPY --from=build /venv /venv
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    NOBILL_GRPC_ADDR=0.0.0.0:50051
+    NOBILL_GRPC_ADDR=0.0.0.0:50051 \
+    NOBILL_USAGE_GRPC_ADDR=0.0.0.0:50052 \
+    NOBILL_WEBHOOKS_ADDR=0.0.0.0:8088
 USER nobill
-EXPOSE 50051
+# gRPC (main), gRPC (usage streams), the webhook sidecar when run as `webhooks`.
+EXPOSE 50051 50052 8088
 ENTRYPOINT ["nobill"]
 CMD ["serve"]
