@@ -232,7 +232,10 @@ def main() -> int:
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of resent keys (default 0.05)")
     parser.add_argument("--in-flight", type=int, default=1, help="unacknowledged batches per stream (default 1)")
     parser.add_argument("--db-threads", type=int, default=4, help="NOBILL_USAGE_DB_THREADS of the server (default 4)")
-    parser.add_argument("--copy-rows", type=int, default=2_000_000, help="rows for the plain COPY baseline (default 2M)")
+    parser.add_argument(
+        "--copy-rows", type=int, default=None,
+        help="rows for the plain COPY baseline (default: every stored row, the same rows the run stored)",
+    )
     parser.add_argument(
         "--copy-connections", type=int, default=1,
         help="connections the plain COPY baseline loads over in parallel (default 1: one plain COPY statement)",
@@ -335,8 +338,9 @@ def main() -> int:
         accepted = sum(r["accepted"] for r in results)
         sent = sum(r["sent"] for r in results)
         latencies = [l for r in results for l in r["latencies"]]
-        print(f"[copy] plain COPY of {min(stored, args.copy_rows):,} stored rows into an indexed table ...", flush=True)
-        copy_rate, copied = plain_copy_rate(database_url, args.copy_rows, args.copy_connections)
+        copy_rows = stored if args.copy_rows is None else min(stored, args.copy_rows)
+        print(f"[copy] plain COPY of {copy_rows:,} stored rows into an indexed table ...", flush=True)
+        copy_rate, copied = plain_copy_rate(database_url, copy_rows, args.copy_connections)
     finally:
         for process in processes:
             process.terminate()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Text, bindparam, select
 
 from nobill.billing.plans import PlanCode, SubscriptionStatus
 from nobill.billing.tables import stripe_customer_routes, stripe_customers, subscriptions
+from nobill.db.compiled import CompiledQuery
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import NotFound
 
@@ -26,23 +27,27 @@ class BillingAccount:
     metered: bool  # the Stripe subscription has metered prices (usage is billed)
 
 
+# Read on every usage batch: compiled once (see nobill.db.compiled).
+_ACCOUNT = CompiledQuery(
+    select(
+        subscriptions.c.plan,
+        subscriptions.c.status,
+        subscriptions.c.stripe_subscription_id,
+        subscriptions.c.current_period_start,
+        subscriptions.c.current_period_end,
+        subscriptions.c.metered,
+        stripe_customers.c.stripe_customer_id,
+    )
+    .select_from(subscriptions)
+    .outerjoin(stripe_customers, stripe_customers.c.org_id == subscriptions.c.org_id)
+    .where(subscriptions.c.org_id == bindparam("org_id", type_=Text))
+)
+
+
 def get(*, uow: UnitOfWork, org_id: str) -> BillingAccount:
     """The billing account of `org_id` (the unit of work must be bound to it)."""
     assert uow.org_id == org_id, "the unit of work must be bound to the org"
-    row = uow.execute(
-        select(
-            subscriptions.c.plan,
-            subscriptions.c.status,
-            subscriptions.c.stripe_subscription_id,
-            subscriptions.c.current_period_start,
-            subscriptions.c.current_period_end,
-            subscriptions.c.metered,
-            stripe_customers.c.stripe_customer_id,
-        )
-        .select_from(subscriptions)
-        .outerjoin(stripe_customers, stripe_customers.c.org_id == subscriptions.c.org_id)
-        .where(subscriptions.c.org_id == org_id)
-    ).one_or_none()
+    row = uow.fetch_one(_ACCOUNT, {"org_id": org_id})
     if row is None:
         raise NotFound("organization not found")
     return BillingAccount(

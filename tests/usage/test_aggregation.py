@@ -3,6 +3,7 @@ aggregators and concurrent ingestion; the Dramatiq worker's sweep does it on its
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -161,3 +162,48 @@ def test_a_key_stored_in_the_previous_window_is_still_a_duplicate(database, supe
         uow.commit()
 
     assert _record(database, org_id, ["old-key", "new-key"], "api_requests", 1) == 1
+
+
+def test_a_batch_racing_an_uncommitted_batch_with_the_same_key_counts_it_once(database, superuser, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="nobill.usage.ingest")
+    org_id = _org(database)
+    first = UnitOfWork(database, org_id=org_id)
+    first.__enter__()
+    try:
+        events = ingest.EventColumns(["shared", "first-only"], ["api_requests"] * 2, [1, 1], [0, 0], ["", ""])
+        assert ingest.record_usage(uow=first, org_id=org_id, events=events).accepted == 2
+        answers: dict[str, ingest.BatchResult] = {}
+
+        def second_batch() -> None:
+            # Its probe cannot see the first batch's uncommitted "shared": the plain insert
+            # waits on that key, fails once the first commits, and the batch is stored again
+            # conflict-safe.
+            answers["second"] = ingest.record_usage(
+                uow=uow, org_id=org_id,
+                events=ingest.EventColumns(["shared", "second-only"], ["api_requests"] * 2, [5, 5], [0, 0], ["", ""]),
+            )
+            uow.commit()
+
+        with UnitOfWork(database, org_id=org_id) as uow:
+            racer = threading.Thread(target=second_batch)
+            racer.start()
+            deadline = time.monotonic() + 10
+            while not superuser.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline, "the second batch never waited on the first"
+                time.sleep(0.02)
+            first.commit()
+            racer.join(10)
+    finally:
+        first.__exit__(None, None, None)
+
+    assert (answers["second"].accepted, answers["second"].duplicates) == (1, 1)
+    assert "storing it conflict-safe" in caplog.text
+    stored = superuser.execute(
+        "SELECT idempotency_key, quantity FROM usage_events WHERE org_id = %s ORDER BY 1", (org_id,)
+    ).fetchall()
+    assert stored == [("first-only", 1), ("second-only", 5), ("shared", 1)]
+    deltas = superuser.execute("SELECT sum(quantity) FROM usage_deltas WHERE org_id = %s", (org_id,)).fetchone()[0]
+    totals = superuser.execute("SELECT coalesce(sum(quantity), 0) FROM usage_totals WHERE org_id = %s", (org_id,)).fetchone()[0]
+    assert deltas + totals == 7
