@@ -7,6 +7,7 @@ import errno
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -34,12 +35,12 @@ HEALTH_CHECK_SECONDS = 2.0
 
 class DatabaseHealth:
     """Reports NOT_SERVING while PostgreSQL cannot be reached (checked every few seconds on
-    a pooled connection), SERVING again once it answers; load balancers stop routing here."""
+    a pooled connection), SERVING again once it answers; load balancers stop routing here.
+    `publish(status)` sets the status on the server's health servicer (sync or aio)."""
 
-    def __init__(self, database: Database, servicer: health.HealthServicer, names: list[str]) -> None:
+    def __init__(self, database: Database, publish: Callable[[int], None]) -> None:
         self._database = database
-        self._servicer = servicer
-        self._names = names
+        self._publish = publish
         self._stop = threading.Event()
         self.serving = True
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
@@ -64,9 +65,7 @@ class DatabaseHealth:
             if serving != self.serving:
                 self.serving = serving
                 log.warning("health changed", extra={"serving": serving, "reason": "postgresql reachable" if serving else "postgresql unreachable"})
-                status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-                for name in self._names:
-                    self._servicer.set(name, status)
+                self._publish(health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def stop(self) -> None:
         self._stop.set()
@@ -183,7 +182,11 @@ def build_server(
         problem = bind_problem(settings.grpc_addr) or "the address is not available"
         raise ConfigError(addr_source, f"cannot listen on {settings.grpc_addr}: {problem}")
     server.start()
-    monitor = DatabaseHealth(database, health_servicer, ["", *names])
+    def publish(status: int) -> None:
+        for name in ["", *names]:
+            health_servicer.set(name, status)
+
+    monitor = DatabaseHealth(database, publish)
     return RunningServer(server, port, health_servicer, [monitor])
 
 

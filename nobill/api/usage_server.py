@@ -1,5 +1,6 @@
 """The usage server: UsageService on grpc.aio, on its own port (NOBILL_USAGE_GRPC_ADDR) in
-the same process as the main server, with its own health and reflection services.
+the same process as the main server, with its own health (following PostgreSQL, like
+the main server's) and reflection services.
 
 Why a second server: the main server runs handlers on a fixed pool of sync threads, and a
 stream holds one thread for its whole life, so a few dozen idle streams would stop every
@@ -22,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from nobill.api.access import OPEN_SERVICES, load_rules
 from nobill.api.aio_interceptor import AioInterceptor, StreamLimits
 from nobill.api.registry import register_all
-from nobill.api.server import MAX_MESSAGE_BYTES, nobill_interceptor
+from nobill.api.server import MAX_MESSAGE_BYTES, DatabaseHealth, nobill_interceptor
 from nobill.config import Settings
 from nobill.db.database import Database
 from nobill.errors import ConfigError
@@ -42,9 +43,11 @@ class RunningUsageServer:
     _server: grpc.aio.Server
     _health: health.aio.HealthServicer
     _executor: ThreadPoolExecutor
+    monitor: DatabaseHealth
 
     def stop(self, grace: float = 10.0) -> None:
         """Refuse new calls, let in-flight ones finish for up to `grace` seconds."""
+        self.monitor.stop()
         if not self._thread.is_alive():
             return
 
@@ -102,7 +105,17 @@ def start_usage_server(
                 "NOBILL_USAGE_GRPC_ADDR", f"cannot listen on {settings.usage_grpc_addr}: the address is in use or not available"
             )
         await server.start()
-        started.set_result(RunningUsageServer(port, limits, loop, thread, server, health_servicer, executor))
+
+        async def publish_all(status: int) -> None:
+            for name in ("", USAGE_SERVICE):
+                await health_servicer.set(name, status)
+
+        def publish(status: int) -> None:  # called from the monitor's thread
+            asyncio.run_coroutine_threadsafe(publish_all(status), loop)
+
+        # Like the main server: NOT_SERVING while PostgreSQL is unreachable.
+        monitor = DatabaseHealth(database, publish)
+        started.set_result(RunningUsageServer(port, limits, loop, thread, server, health_servicer, executor, monitor))
 
     def run() -> None:
         asyncio.set_event_loop(loop)

@@ -114,3 +114,18 @@ def test_every_log_line_of_a_refused_call_carries_its_request_id(channel, monkey
     assert any("call failed" in line for line in lines)
     for line in lines:
         assert f'"request_id": "{request_id}"' in line, line
+
+
+def test_the_usage_servers_health_follows_postgresql_too(settings, database, monkeypatch) -> None:
+    from nobill.api.usage_server import start_usage_server
+
+    monkeypatch.setattr(server_module, "HEALTH_CHECK_SECONDS", 0.1)
+    running = start_usage_server(settings, database)
+    try:
+        reachable = threading.Event()  # PostgreSQL "down" until the test has seen NOT_SERVING
+        monkeypatch.setattr(running.monitor, "check", reachable.is_set)
+        _wait_for_status(running.port, NOT_SERVING)
+        reachable.set()
+        _wait_for_status(running.port, SERVING)
+    finally:
+        running.stop(grace=0)
