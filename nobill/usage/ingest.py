@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -199,6 +198,9 @@ def _stage(uow: UnitOfWork, rows: list[tuple[str, str, int, int, str]]) -> None:
     uow.copy_text(_STAGING, _STAGING_COLUMNS, data.encode())
 
 
+_TAKE_TURNS = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
 def _insert(uow: UnitOfWork, statement: CompiledQuery, parameters: dict[str, object]) -> int:
     """Run one of the inserts above; returns how many staged events it stored."""
     row = uow.fetch_one(statement, parameters)
@@ -215,7 +217,12 @@ def record_usage(*, uow: UnitOfWork, org_id: str, events: EventColumns, now: dt.
     rows, result = validate(events, now, plan.periods.open_since(now))
     if not rows:
         return result
-    window = partitions.window_of(time.time())
+    received = now.timestamp()
+    window = partitions.window_of(received)
+    if partitions.near_turnover(received):
+        # Each window's primary key only sees its own partition, and the probe cannot see
+        # rows not yet committed: near a boundary, the org's batches take turns.
+        uow.execute(_TAKE_TURNS, {"key": f"nobill.usage.turnover:{org_id}"})
     partitions.ensure(uow=uow, window=window)
     uow.ensure_temp_table(
         _STAGING, "idempotency_key text, metric text, quantity bigint, occurred_us bigint, properties text"

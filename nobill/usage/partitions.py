@@ -16,12 +16,24 @@ from nobill.db.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 WINDOW_DAYS = 35
+_WINDOW_SECONDS = WINDOW_DAYS * 86400
+# An org's batches received this close to a window boundary (either side) are stored one at
+# a time, so a batch in the new window sees a key that a batch in the old window is still
+# committing (see nobill.usage.ingest). Far longer than an ingest transaction lasts, and
+# than the clock skew between servers.
+TURNOVER_GUARD_SECONDS = 120
 _known: set[int] = set()
 _lock = threading.Lock()
 
 
 def window_of(epoch_seconds: float) -> int:
     return int(epoch_seconds // 86400) // WINDOW_DAYS
+
+
+def near_turnover(epoch_seconds: float) -> bool:
+    """True within TURNOVER_GUARD_SECONDS of the boundary between two windows."""
+    offset = epoch_seconds % _WINDOW_SECONDS
+    return offset < TURNOVER_GUARD_SECONDS or offset > _WINDOW_SECONDS - TURNOVER_GUARD_SECONDS
 
 
 def ensure(*, uow: UnitOfWork, window: int) -> None:

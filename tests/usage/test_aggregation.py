@@ -3,6 +3,7 @@ aggregators and concurrent ingestion; the Dramatiq worker's sweep does it on its
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import threading
@@ -207,3 +208,52 @@ def test_a_batch_racing_an_uncommitted_batch_with_the_same_key_counts_it_once(da
     deltas = superuser.execute("SELECT sum(quantity) FROM usage_deltas WHERE org_id = %s", (org_id,)).fetchone()[0]
     totals = superuser.execute("SELECT coalesce(sum(quantity), 0) FROM usage_totals WHERE org_id = %s", (org_id,)).fetchone()[0]
     assert deltas + totals == 7
+
+
+def test_batches_racing_across_a_window_boundary_count_a_key_once(database, superuser) -> None:
+    org_id = _org(database)
+    boundary = partitions.window_of(time.time()) * partitions.WINDOW_DAYS * 86400  # the current window's start
+    before = dt.datetime.fromtimestamp(boundary - 5, dt.timezone.utc)
+    after = dt.datetime.fromtimestamp(boundary + 5, dt.timezone.utc)
+
+    def batch(keys: list[str]) -> ingest.EventColumns:
+        return ingest.EventColumns(keys, ["api_requests"] * len(keys), [1] * len(keys), [0] * len(keys), [""] * len(keys))
+
+    first = UnitOfWork(database, org_id=org_id)
+    first.__enter__()
+    try:
+        # Stored in the old window, not committed yet.
+        assert ingest.record_usage(uow=first, org_id=org_id, events=batch(["shared"]), now=before).accepted == 1
+        answers: dict[str, ingest.BatchResult] = {}
+
+        def second_batch() -> None:
+            with UnitOfWork(database, org_id=org_id) as uow:
+                answers["second"] = ingest.record_usage(uow=uow, org_id=org_id, events=batch(["shared", "later"]), now=after)
+                uow.commit()
+
+        racer = threading.Thread(target=second_batch)
+        racer.start()
+        deadline = time.monotonic() + 10
+        while not superuser.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the batch in the new window did not wait for the old window's"
+            time.sleep(0.02)
+        first.commit()
+        racer.join(10)
+    finally:
+        first.__exit__(None, None, None)
+
+    assert (answers["second"].accepted, answers["second"].duplicates) == (1, 1)
+    stored = superuser.execute(
+        "SELECT idempotency_key, dedupe_window FROM usage_events WHERE org_id = %s ORDER BY 1", (org_id,)
+    ).fetchall()
+    window = partitions.window_of(boundary)
+    assert stored == [("later", window), ("shared", window - 1)]
+
+
+def test_only_batches_near_a_window_boundary_take_turns() -> None:
+    boundary = 20_000 * partitions.WINDOW_DAYS * 86400
+    guard = partitions.TURNOVER_GUARD_SECONDS
+    assert partitions.near_turnover(boundary - guard + 1) and partitions.near_turnover(boundary + guard - 1)
+    assert not partitions.near_turnover(boundary - guard - 1) and not partitions.near_turnover(boundary + guard + 1)
