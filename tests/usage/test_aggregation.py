@@ -165,41 +165,50 @@ def test_a_key_stored_in_the_previous_window_is_still_a_duplicate(database, supe
     assert _record(database, org_id, ["old-key", "new-key"], "api_requests", 1) == 1
 
 
+def _batch(keys: list[str], quantity: int = 1) -> ingest.EventColumns:
+    return ingest.EventColumns(keys, ["api_requests"] * len(keys), [quantity] * len(keys), [0] * len(keys), [""] * len(keys))
+
+
+def _race(database, superuser, org_id: str, first, second, *, waits_on: str) -> ingest.BatchResult:  # noqa: ANN001
+    """Record `first` (a callable given the unit of work) and leave its transaction open; run
+    `second` in another transaction until PostgreSQL shows it waiting (`waits_on`, a condition
+    on pg_stat_activity), then commit the first. Returns the second's result."""
+    answers: dict[str, ingest.BatchResult] = {}
+
+    def run_second() -> None:
+        with UnitOfWork(database, org_id=org_id) as uow:
+            answers["second"] = second(uow)
+            uow.commit()
+
+    with UnitOfWork(database, org_id=org_id) as uow:
+        first(uow)
+        racer = threading.Thread(target=run_second)
+        racer.start()
+        deadline = time.monotonic() + 10
+        while not superuser.execute(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {waits_on}"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, f"the second batch never waited ({waits_on})"
+            time.sleep(0.02)
+        uow.commit()
+    racer.join(10)
+    return answers["second"]
+
+
 def test_a_batch_racing_an_uncommitted_batch_with_the_same_key_counts_it_once(database, superuser, caplog) -> None:
     caplog.set_level(logging.INFO, logger="nobill.usage.ingest")
     org_id = _org(database)
-    first = UnitOfWork(database, org_id=org_id)
-    first.__enter__()
-    try:
-        events = ingest.EventColumns(["shared", "first-only"], ["api_requests"] * 2, [1, 1], [0, 0], ["", ""])
-        assert ingest.record_usage(uow=first, org_id=org_id, events=events).accepted == 2
-        answers: dict[str, ingest.BatchResult] = {}
 
-        def second_batch() -> None:
-            # Its probe cannot see the first batch's uncommitted "shared": the plain insert
-            # waits on that key, fails once the first commits, and the batch is stored again
-            # conflict-safe.
-            answers["second"] = ingest.record_usage(
-                uow=uow, org_id=org_id,
-                events=ingest.EventColumns(["shared", "second-only"], ["api_requests"] * 2, [5, 5], [0, 0], ["", ""]),
-            )
-            uow.commit()
+    # The second's probe cannot see the first's uncommitted "shared": its plain insert waits
+    # on that key, fails once the first commits, and the batch is stored again conflict-safe.
+    second = _race(
+        database, superuser, org_id,
+        lambda uow: ingest.record_usage(uow=uow, org_id=org_id, events=_batch(["shared", "first-only"])),
+        lambda uow: ingest.record_usage(uow=uow, org_id=org_id, events=_batch(["shared", "second-only"], quantity=5)),
+        waits_on="wait_event_type = 'Lock'",
+    )
 
-        with UnitOfWork(database, org_id=org_id) as uow:
-            racer = threading.Thread(target=second_batch)
-            racer.start()
-            deadline = time.monotonic() + 10
-            while not superuser.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ).fetchone()[0]:
-                assert time.monotonic() < deadline, "the second batch never waited on the first"
-                time.sleep(0.02)
-            first.commit()
-            racer.join(10)
-    finally:
-        first.__exit__(None, None, None)
-
-    assert (answers["second"].accepted, answers["second"].duplicates) == (1, 1)
+    assert (second.accepted, second.duplicates) == (1, 1)
     assert "storing it conflict-safe" in caplog.text
     stored = superuser.execute(
         "SELECT idempotency_key, quantity FROM usage_events WHERE org_id = %s ORDER BY 1", (org_id,)
@@ -216,35 +225,15 @@ def test_batches_racing_across_a_window_boundary_count_a_key_once(database, supe
     before = dt.datetime.fromtimestamp(boundary - 5, dt.timezone.utc)
     after = dt.datetime.fromtimestamp(boundary + 5, dt.timezone.utc)
 
-    def batch(keys: list[str]) -> ingest.EventColumns:
-        return ingest.EventColumns(keys, ["api_requests"] * len(keys), [1] * len(keys), [0] * len(keys), [""] * len(keys))
+    # The first stores "shared" in the old window; the second, in the new window, takes turns.
+    second = _race(
+        database, superuser, org_id,
+        lambda uow: ingest.record_usage(uow=uow, org_id=org_id, events=_batch(["shared"]), now=before),
+        lambda uow: ingest.record_usage(uow=uow, org_id=org_id, events=_batch(["shared", "later"]), now=after),
+        waits_on="wait_event = 'advisory'",
+    )
 
-    first = UnitOfWork(database, org_id=org_id)
-    first.__enter__()
-    try:
-        # Stored in the old window, not committed yet.
-        assert ingest.record_usage(uow=first, org_id=org_id, events=batch(["shared"]), now=before).accepted == 1
-        answers: dict[str, ingest.BatchResult] = {}
-
-        def second_batch() -> None:
-            with UnitOfWork(database, org_id=org_id) as uow:
-                answers["second"] = ingest.record_usage(uow=uow, org_id=org_id, events=batch(["shared", "later"]), now=after)
-                uow.commit()
-
-        racer = threading.Thread(target=second_batch)
-        racer.start()
-        deadline = time.monotonic() + 10
-        while not superuser.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'"
-        ).fetchone()[0]:
-            assert time.monotonic() < deadline, "the batch in the new window did not wait for the old window's"
-            time.sleep(0.02)
-        first.commit()
-        racer.join(10)
-    finally:
-        first.__exit__(None, None, None)
-
-    assert (answers["second"].accepted, answers["second"].duplicates) == (1, 1)
+    assert (second.accepted, second.duplicates) == (1, 1)
     stored = superuser.execute(
         "SELECT idempotency_key, dedupe_window FROM usage_events WHERE org_id = %s ORDER BY 1", (org_id,)
     ).fetchall()
