@@ -134,3 +134,17 @@ def test_stripe_calls_and_webhook_events_have_counters(endpoint) -> None:
         value(after, "nobill_stripe_webhook_events_total", **labels)
         == value(before, "nobill_stripe_webhook_events_total", **labels) + 1
     )
+
+
+def test_the_pool_limit_counts_each_database_once(database, endpoint) -> None:
+    from sqlalchemy import create_engine
+
+    from nobill.db.database import Database
+
+    port, _ = endpoint
+    before = value(scrape(port), "nobill_db_pool_connections_limit")
+    # Built by hand (never counted), then disposed twice: the gauge does not move.
+    by_hand = Database(engine=create_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing"), app_role="nobill_app")
+    by_hand.dispose()
+    by_hand.dispose()
+    assert value(scrape(port), "nobill_db_pool_connections_limit") == before

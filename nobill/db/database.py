@@ -20,10 +20,15 @@ log = logging.getLogger(__name__)
 class Database:
     engine: Engine
     app_role: str
+    # What this database added to the pool-limit gauge (connect() sets it): dispose takes
+    # back exactly that, once, so a Database built by hand or disposed twice leaves the
+    # process's gauge right.
+    counted_connections: int = 0
 
     def dispose(self) -> None:
         self.engine.dispose()
-        metrics.DB_POOL_LIMIT.dec(2 * self.engine.pool.size())  # type: ignore[attr-defined]
+        metrics.DB_POOL_LIMIT.dec(self.counted_connections)
+        self.counted_connections = 0
 
 
 def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> Database:
@@ -55,7 +60,8 @@ def connect(url: str, *, app_role: str = "nobill_app", pool_size: int = 20) -> D
     event.listen(engine, "checkin", lambda *_: metrics.DB_POOL_IN_USE.dec())
     database = Database(engine=engine, app_role=app_role)
     check_app_role(database)
-    metrics.DB_POOL_LIMIT.inc(2 * pool_size)
+    database.counted_connections = 2 * pool_size  # pool_size plus max_overflow
+    metrics.DB_POOL_LIMIT.inc(database.counted_connections)
     return database
 
 
