@@ -178,7 +178,8 @@ def test_a_change_is_audited_as_reported_by_the_last_event_that_named_it(billing
     with UnitOfWork(billing.database, org_id=org.org_id) as uow:
         uow.execute(update(subscriptions).where(subscriptions.c.org_id == org.org_id).values(cancel_at_period_end=True))
         uow.commit()
-    earlier, later = store(org.subscription_event(), org.subscription_event())
+    # Two deliveries, one after the other (within one batch, events are stored together).
+    [earlier], [later] = store(org.subscription_event()), store(org.subscription_event())
 
     _apply(billing, gateway, [earlier, later])
 
