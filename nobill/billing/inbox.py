@@ -47,14 +47,16 @@ REJECTED = "rejected"
 
 # One statement stores the whole batch; a redelivered id (already stored, or stored by a
 # concurrent batch) is skipped, and RETURNING says which ids this statement stored. The
-# body is stored as received (it is the JSON the signature covers), cast to jsonb by
-# PostgreSQL. Rows go in sorted by id so two batches sharing ids lock them in the same
-# order and cannot deadlock.
+# bodies are stored as received (the JSON the signature covers), sent as one JSON array
+# that PostgreSQL splits: a text[] of JSON bodies would escape every quote in them, which
+# cost more CPU than everything else here. Rows go in sorted by id, so two batches sharing
+# ids lock them in the same order and cannot deadlock.
 _STORE = text(
     "INSERT INTO stripe_events (event_id, event_type, stripe_customer_id, payload, state, received_at)"
-    " SELECT e.event_id, e.event_type, e.customer, CAST(e.payload AS jsonb), e.state, clock_timestamp()"
+    " SELECT e.event_id, e.event_type, e.customer, p.payload, e.state, clock_timestamp()"
     " FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:customers AS text[]),"
-    " CAST(:payloads AS text[]), CAST(:states AS text[])) AS e(event_id, event_type, customer, payload, state)"
+    " CAST(:states AS text[])) WITH ORDINALITY AS e(event_id, event_type, customer, state, n)"
+    " JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(payload, n) ON p.n = e.n"
     " ORDER BY e.event_id"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
@@ -162,7 +164,8 @@ def _store(uow: UnitOfWork, events: dict[str, tuple[int, dict[str, Any], bytes]]
                 "event_ids": ordered,
                 "event_types": [event["type"] for _, event, _ in rows],
                 "customers": [customer_of(event) for _, event, _ in rows],
-                "payloads": [payload.decode("utf-8") for _, _, payload in rows],
+                # Each body is one JSON value (verify_event parsed it as strict JSON).
+                "payloads": "[" + ",".join(payload.decode("utf-8") for _, _, payload in rows) + "]",
                 "states": ["pending" if event["type"] in HANDLERS else "ignored" for _, event, _ in rows],
             },
         ).scalars()

@@ -70,8 +70,9 @@ def verify_event(payload: bytes, signature_header: str, secrets: tuple[str, ...]
     if abs(int(timestamps[0]) - time.time()) > tolerance:
         raise InvalidWebhook("bad signature: timestamp outside the tolerance zone", TIMESTAMP_OUTSIDE_TOLERANCE)
     try:
-        event = json.loads(text)
-    except ValueError:
+        # Strict JSON, as PostgreSQL's jsonb reads it: Python's NaN and Infinity are refused.
+        event = _STRICT_JSON.decode(text)
+    except (ValueError, RecursionError):
         raise InvalidWebhook("the body is not JSON", NOT_A_STRIPE_EVENT) from None
     if (
         not isinstance(event, dict)
@@ -88,6 +89,13 @@ def verify_event(payload: bytes, signature_header: str, secrets: tuple[str, ...]
         # Stored as jsonb, which refuses these: refused here, so it cannot fail a whole batch.
         raise InvalidWebhook("the event holds a NUL character or a lone surrogate, which cannot be stored", NOT_A_STRIPE_EVENT)
     return event
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_not_json)
 
 
 def _has_unstorable_text(value: Any) -> bool:

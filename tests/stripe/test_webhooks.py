@@ -56,6 +56,8 @@ def test_a_signature_header_with_several_v1_values_passes_if_one_matches() -> No
         ("not_an_event", webhooks.NOT_A_STRIPE_EVENT),
         ("nul", webhooks.NOT_A_STRIPE_EVENT),
         ("lone_surrogate", webhooks.NOT_A_STRIPE_EVENT),
+        ("nan", webhooks.NOT_A_STRIPE_EVENT),  # Python reads NaN; jsonb would refuse it
+        ("deeply_nested", webhooks.NOT_A_STRIPE_EVENT),
         ("oversized", webhooks.PAYLOAD_TOO_LARGE),
         ("no_secret", webhooks.NO_SIGNING_SECRET),
     ],
@@ -75,6 +77,10 @@ def test_each_refusal_says_why(case: str, reason: str) -> None:
         payload = json.dumps({**EVENT, "data": {"object": {"id": "in_1", "name": "a\u0000b"}}}).encode()
     elif case == "lone_surrogate":
         payload = json.dumps({**EVENT, "data": {"object": {"id": "in_1", "name": "\ud800"}}}).encode()
+    elif case == "nan":
+        payload = json.dumps({**EVENT, "data": {"object": {"id": "in_1", "amount": float("nan")}}}).encode()
+    elif case == "deeply_nested":
+        payload = b"[" * 100_000 + b"]" * 100_000
     elif case == "oversized":
         payload = json.dumps({**EVENT, "padding": "x" * (1024 * 1024)}).encode()
     elif case == "no_secret":
