@@ -6,7 +6,9 @@ work bound to it:
 
 1. takes the org's subscription row lock, *then* notes the database's clock (`read_from`);
 2. locks every pending event of the org's customer stored up to `read_from` (not only the
-   message's: whatever is pending is covered by the reads below);
+   message's: whatever is pending is covered by the reads below). If none of them is the
+   message's own, an earlier message covered its events: the rest have messages of their
+   own, due later, and nothing is re-read now;
 3. re-reads each distinct Stripe object those events name once (an invoice, then the
    subscription it bills; a subscription), however many events name it, and applies it;
 4. marks those events applied, and commits.
@@ -14,8 +16,9 @@ work bound to it:
 The last unit of work to apply an org read Stripe last, so no older snapshot overwrites a
 newer one; each event is marked applied only by a read made after it was stored. Because a
 unit of work takes every pending event of its org, a message whose events an earlier one
-already covered costs one query. The apply message waits a moment before it runs (see
-NOBILL_STRIPE_EVENT_APPLY_DELAY_MS): a burst of one org's events then costs one Stripe read.
+already covered costs a query or two. The apply message waits a moment before it runs (see
+NOBILL_STRIPE_EVENT_APPLY_DELAY_MS): by then the org's next events are stored too, so a
+burst of them costs about one Stripe read per object per delay, not one per event.
 
 An event whose Stripe customer no org owns (yet) is retried with the message, then parked;
 an event whose object Stripe refuses to return is parked. Neither holds back the rest."""
@@ -71,8 +74,9 @@ def _invoice_changed(obj: dict[str, Any]) -> Target | None:
     return Target("invoice", obj["id"]) if isinstance(obj.get("id"), str) else None
 
 
-# The one table of handled event types: what each makes NOBill re-read (from the event's
-# data.object). Everything else is stored and ignored.
+# The one table of handled event types: what each makes NOBill re-read, from the event's
+# data.object (of which a handler sees only `id`, `mode` and `subscription`: _OBJECT_FIELDS).
+# Everything else is stored and ignored.
 HANDLERS: dict[str, Callable[[dict[str, Any]], Target | None]] = {
     "checkout.session.completed": _checkout_completed,
     "customer.subscription.created": _subscription_changed,
@@ -81,6 +85,22 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], Target | None]] = {
     "invoice.paid": _invoice_changed,
     "invoice.payment_failed": _invoice_changed,
 }
+
+
+# What HANDLERS read of an event's data.object, and all the apply fetches of it: decoding
+# every pending event's whole object (a few KiB of JSON each) cost more than its Stripe reads.
+_OBJECT = stripe_events.c.payload["data"]["object"]
+_OBJECT_FIELDS = (
+    _OBJECT["id"].astext.label("object_id"),
+    _OBJECT["mode"].astext.label("object_mode"),
+    # The subscription as an id, expanded or not.
+    func.coalesce(_OBJECT["subscription"]["id"].astext, _OBJECT["subscription"].astext).label("object_subscription"),
+)
+
+
+def _object_of(row: Any) -> dict[str, Any]:
+    """The part of an event's data.object HANDLERS read."""
+    return {"id": row.object_id, "mode": row.object_mode, "subscription": row.object_subscription}
 
 
 def customer_of(event: dict[str, Any]) -> str | None:
@@ -114,10 +134,14 @@ def apply_events(
         )
     outcome: Counter[str] = Counter()
     customer_of_org = {routes[row.stripe_customer_id]: row.stripe_customer_id for row in rows if row.stripe_customer_id in routes}
+    own: dict[str, set[str]] = {}
+    for row in rows:
+        if row.stripe_customer_id in routes:
+            own.setdefault(routes[row.stripe_customer_id], set()).add(row.event_id)
     failure: Exception | None = None
     for org_id in sorted(customer_of_org):
         try:
-            outcome.update(_apply_org(database, gateway, org_id, customer_of_org[org_id], seat_sync_delay))
+            outcome.update(_apply_org(database, gateway, org_id, customer_of_org[org_id], own[org_id], seat_sync_delay))
         except Exception as error:  # noqa: BLE001 - one org's failure must not hold back the others
             log.warning("applying an org's stripe events failed; the message is retried",
                         extra={"org_id": org_id, "error": str(error) or type(error).__name__})
@@ -148,7 +172,9 @@ class _Named:
         return self.event_ids[self.positions.index(max(self.positions))]
 
 
-def _apply_org(database: Database, gateway: StripeGateway, org_id: str, customer: str, seat_sync_delay: float) -> Counter[str]:
+def _apply_org(
+    database: Database, gateway: StripeGateway, org_id: str, customer: str, own: set[str], seat_sync_delay: float
+) -> Counter[str]:
     with UnitOfWork(database, org_id=org_id) as uow:
         # The org's lock first, then the clock: whoever applies this org next reads Stripe
         # after us, so no older snapshot can overwrite a newer one.
@@ -156,7 +182,7 @@ def _apply_org(database: Database, gateway: StripeGateway, org_id: str, customer
         read_from = uow.execute(select(func.clock_timestamp())).scalar_one()
         # Rows another unit of work holds are its to apply (SKIP LOCKED).
         pending = uow.execute(
-            select(stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.payload["data"]["object"].label("object"))
+            select(stripe_events.c.event_id, stripe_events.c.event_type, *_OBJECT_FIELDS)
             .where(
                 stripe_events.c.state == "pending",
                 stripe_events.c.stripe_customer_id == customer,
@@ -165,12 +191,16 @@ def _apply_org(database: Database, gateway: StripeGateway, org_id: str, customer
             .order_by(stripe_events.c.received_at)
             .with_for_update(skip_locked=True)
         ).all()
-        if not pending:
+        if own.isdisjoint(row.event_id for row in pending):
+            # This message's events are applied (or held) by now: the rest of what is
+            # pending has messages of its own, due later, so nothing is re-read for it
+            # yet. Without this, every message would re-read every org with anything
+            # pending, and a burst would cost a read per message instead of per delay.
             return Counter()
         named: dict[Target, _Named] = {}
         for position, row in enumerate(pending):
             handler = HANDLERS.get(row.event_type)  # only handled types are stored pending
-            target = handler(row.object) if handler is not None else None
+            target = handler(_object_of(row)) if handler is not None else None
             if target is not None:
                 named.setdefault(target, _Named()).add(position, row.event_id)
         parked = _reread_and_apply(uow, gateway, org_id, named, seat_sync_delay)
