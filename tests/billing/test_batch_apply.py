@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from billing_helpers import BillingWorld, audit_events
+from billing_helpers import BillingWorld, audit_events, control
 from nobill.billing import accounts, inbox, inbox_apply
 from nobill.billing.tables import stripe_events, subscriptions
 from nobill.db.unit_of_work import UnitOfWork
+from nobill.stripe.errors import StripeTransient
 from nobill.stripe.gateway import StripeGateway
 from nobill.stripe.webhooks import sign
 from nobill.v1 import common_pb2
@@ -188,3 +189,16 @@ def test_a_change_is_audited_as_reported_by_the_last_event_that_named_it(billing
     assert corrected.action == "subscription.updated"
     assert corrected.actor.type == common_pb2.ACTOR_TYPE_STRIPE
     assert corrected.actor.id == corrected.request_id == later
+
+
+def test_a_stripe_outage_leaves_the_events_pending_for_the_retry(billing: BillingWorld, orgs: list[Org], store, gateway) -> None:  # noqa: ANN001
+    [event] = store(orgs[2].subscription_event())
+    control(billing.sandbox_url, "POST", "faults", {"outage": {"seconds": 60, "mode": "503"}})
+    try:
+        with pytest.raises(StripeTransient):
+            _apply(billing, gateway, [event])  # raised so the message is retried
+        assert _rows(billing, [event])[event].state == "pending"
+    finally:
+        control(billing.sandbox_url, "DELETE", "faults")
+    gateway._gateway.breaker.record_success()  # as after its cool-down
+    assert _apply(billing, gateway, [event]) == Counter({"applied": 1})
