@@ -92,7 +92,9 @@ class Ingested:
 def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: tuple[str, ...], apply_delay: float = 0.0) -> Ingested:
     """One delivery (IngestStripeEvent): a batch of one that raises InvalidArgument when
     the delivery is rejected."""
-    [result] = ingest_batch(uow=uow, deliveries=[Delivery(payload, signature_header)], secrets=secrets, apply_delay=apply_delay)
+    # Not through ingest_batch's checks of a batch as a whole: a body too large is this
+    # delivery's fault (field `payload`, as the released contract says), not a batch's.
+    [result] = _ingest(uow, [Delivery(payload, signature_header)], secrets, apply_delay)
     if result.outcome == REJECTED:
         raise InvalidArgument(result.message, field="payload")
     return Ingested(result.event_id, result.event_type, duplicate=result.outcome == DUPLICATE)
@@ -106,6 +108,10 @@ def ingest_batch(
     in order. A redelivered id changes nothing. After commit, one message hands the newly
     stored handled events to the apply actor, `apply_delay` seconds later."""
     _check_batch(deliveries)
+    return _ingest(uow, deliveries, secrets, apply_delay)
+
+
+def _ingest(uow: UnitOfWork, deliveries: Sequence[Delivery], secrets: tuple[str, ...], apply_delay: float) -> list[DeliveryResult]:
     results: list[DeliveryResult | None] = [None] * len(deliveries)
     carried: list[str | None] = [None] * len(deliveries)  # the event id each verified delivery carries
     events: dict[str, tuple[int, dict[str, Any], bytes]] = {}  # event id -> its first delivery

@@ -122,16 +122,17 @@ def test_only_the_webhooks_ingest_scope_may_ingest_batches(billing: BillingWorld
 def test_a_batch_sends_one_apply_message_for_its_newly_stored_handled_events(billing: BillingWorld, monkeypatch) -> None:  # noqa: ANN001
     sent: list[tuple[str, tuple, float]] = []
     monkeypatch.setattr(inbox, "send", lambda actor, *args, delay_seconds=0: sent.append((actor, args, delay_seconds)))
+    def delivery(event: dict) -> inbox.Delivery:
+        payload = json.dumps(event).encode()
+        return inbox.Delivery(payload, sign(payload, billing.webhook_secret))
+
     handled = [_event("invoice.paid", customer="cus_nobody") for _ in range(3)]
     already = _event("customer.subscription.updated", customer="cus_nobody")
-    deliveries = [inbox.Delivery(json.dumps(e).encode(), sign(json.dumps(e).encode(), billing.webhook_secret))
-                  for e in [already]]
     with UnitOfWork(billing.database) as uow:
-        inbox.ingest_batch(uow=uow, deliveries=deliveries, secrets=billing.settings.stripe_webhook_secrets)
+        inbox.ingest_batch(uow=uow, deliveries=[delivery(already)], secrets=billing.settings.stripe_webhook_secrets)
         uow.commit()
     sent.clear()
-    batch = [*handled, already, _event(), _event()]
-    deliveries = [inbox.Delivery(json.dumps(e).encode(), sign(json.dumps(e).encode(), billing.webhook_secret)) for e in batch]
+    deliveries = [delivery(event) for event in [*handled, already, _event(), _event()]]
     with UnitOfWork(billing.database) as uow:
         results = inbox.ingest_batch(uow=uow, deliveries=deliveries, secrets=billing.settings.stripe_webhook_secrets, apply_delay=0.25)
         assert sent == [], "nothing is sent before the commit"
@@ -159,6 +160,16 @@ def test_ingest_stripe_event_is_a_batch_of_one(billing: BillingWorld) -> None:
         stub.IngestStripeEvent(forged, metadata=bearer(billing.ingest_token()), timeout=10)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "bad signature" in (failure.value.details() or "")
+    # Over the batch cap but one delivery: refused for its body, as the released RPC always was.
+    huge = b"x" * (inbox.MAX_BATCH_PAYLOAD_BYTES + 1)
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.IngestStripeEvent(billing_pb2.IngestStripeEventRequest(payload=huge, signature_header=sign(huge, billing.webhook_secret)),
+                               metadata=bearer(billing.ingest_token()), timeout=10)
+    status = rpc_status.from_call(failure.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in status.details)
+    assert bad_request.field_violations[0].field == "payload"
 
 
 def test_a_correctly_signed_event_postgresql_cannot_store_is_rejected_alone(billing: BillingWorld) -> None:
