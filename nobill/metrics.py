@@ -107,9 +107,9 @@ def stripe_call(endpoint: str, outcome: str) -> None:
     STRIPE_REQUESTS.labels(endpoint, outcome).inc()
 
 
-def webhook_event(event_type: str, result: str) -> None:
-    """Count one webhook event. `result`: "applied", "duplicate", "ignored", "rejected", ..."""
-    WEBHOOK_EVENTS.labels(event_type, result).inc()
+def webhook_event(event_type: str, result: str, count: int = 1) -> None:
+    """Count webhook events (one, or `count` alike). `result`: "applied", "duplicate", "ignored", "rejected", ..."""
+    WEBHOOK_EVENTS.labels(event_type, result).inc(count)
 
 
 # --- collectors read at scrape time -------------------------------------------------------

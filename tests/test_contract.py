@@ -90,7 +90,7 @@ EXPECTED = {
     },
     "nobill.v1.BillingService": {
         "ListPlans", "GetSubscription", "CreateCheckoutSession", "ChangePlan", "CancelSubscription",
-        "ListInvoices", "GetEntitlements", "IngestStripeEvent",
+        "ListInvoices", "GetEntitlements", "IngestStripeEvent", "IngestStripeEvents",
     },
     "nobill.v1.UsageService": {"RecordUsage", "StreamUsage", "GetUsageSummary"},
     "nobill.v1.AuditService": {"ListAuditEvents", "VerifyAuditChain"},
@@ -127,10 +127,12 @@ def test_every_rpc_declares_an_access_rule() -> None:
     assert rules["/nobill.v1.TenancyService/ListOrganizations"].kind == "any_user"
     assert rules["/nobill.v1.BillingService/IngestStripeEvent"].kind == "service_scope"
     assert rules["/nobill.v1.BillingService/IngestStripeEvent"].permission == "webhooks:ingest"
+    assert rules["/nobill.v1.BillingService/IngestStripeEvents"].kind == "service_scope"
+    assert rules["/nobill.v1.BillingService/IngestStripeEvents"].permission == "webhooks:ingest"
 
 
 def test_requests_acting_on_a_tenant_carry_org_id() -> None:
-    orgless = {"CreateOrganization", "ListOrganizations", "ListPlans", "IngestStripeEvent"}
+    orgless = {"CreateOrganization", "ListOrganizations", "ListPlans", "IngestStripeEvent", "IngestStripeEvents"}
     for service in nobill_services():
         for method in service.methods:
             if method.name not in orgless:

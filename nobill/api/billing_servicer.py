@@ -46,10 +46,32 @@ def _invoice(value: service.Invoice) -> billing_pb2.Invoice:
     )
 
 
+_OUTCOME = {
+    inbox.STORED: billing_pb2.STRIPE_DELIVERY_OUTCOME_STORED,
+    inbox.DUPLICATE: billing_pb2.STRIPE_DELIVERY_OUTCOME_DUPLICATE,
+    inbox.REJECTED: billing_pb2.STRIPE_DELIVERY_OUTCOME_REJECTED,
+}
+_REJECT_REASON = {
+    reason: billing_pb2.StripeDeliveryRejectReason.Value(f"STRIPE_DELIVERY_REJECT_REASON_{reason}")
+    for reason in inbox.REJECT_REASONS
+}
+
+
+def _delivery_result(value: inbox.DeliveryResult) -> billing_pb2.StripeDeliveryResult:
+    return billing_pb2.StripeDeliveryResult(
+        outcome=_OUTCOME[value.outcome],
+        event_id=value.event_id,
+        event_type=value.event_type,
+        reject_reason=_REJECT_REASON.get(value.reject_reason, billing_pb2.STRIPE_DELIVERY_REJECT_REASON_UNSPECIFIED),
+        message=value.message,
+    )
+
+
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, settings: Settings, gateway: StripeGateway) -> None:
         self._settings = settings
         self._gateway = gateway
+        self._apply_delay = settings.stripe_event_apply_delay_ms / 1000
 
     def ListPlans(self, request, context: CallContext):  # noqa: N802, ANN001
         return billing_pb2.ListPlansResponse(
@@ -131,7 +153,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 payload=request.payload,
                 signature_header=request.signature_header,
                 secrets=self._settings.stripe_webhook_secrets,
+                apply_delay=self._apply_delay,
             )
         return billing_pb2.IngestStripeEventResponse(
             event_id=stored.event_id, event_type=stored.event_type, duplicate=stored.duplicate
         )
+
+    def IngestStripeEvents(self, request, context: CallContext):  # noqa: N802, ANN001
+        deliveries = [inbox.Delivery(d.payload, d.signature_header) for d in request.deliveries]
+        with context.unit_of_work() as uow:
+            results = inbox.ingest_batch(
+                uow=uow, deliveries=deliveries, secrets=self._settings.stripe_webhook_secrets, apply_delay=self._apply_delay
+            )
+        return billing_pb2.IngestStripeEventsResponse(results=[_delivery_result(result) for result in results])

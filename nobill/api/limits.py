@@ -35,7 +35,9 @@ ORG_CREATING_METHODS = frozenset({"/nobill.v1.TenancyService/CreateOrganization"
 # NOTE: Stripe paces its webhook deliveries, not the sidecar that forwards them: a
 # per-second cap would only turn a burst of events (a billing-cycle rollover) into 503s and
 # retries. The in-flight limit still bounds what the sidecar may hold at once.
-PER_SECOND_EXEMPT_METHODS = frozenset({"/nobill.v1.BillingService/IngestStripeEvent"})
+PER_SECOND_EXEMPT_METHODS = frozenset(
+    {"/nobill.v1.BillingService/IngestStripeEvent", "/nobill.v1.BillingService/IngestStripeEvents"}
+)
 # How long to stop trying Redis after it failed (each try can cost a connect timeout).
 _REDIS_BACKOFF_SECONDS = 5.0
 

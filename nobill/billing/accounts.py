@@ -4,6 +4,7 @@ its Stripe customer and its current subscription. Stable interface; read-only.""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Text, bindparam, select
@@ -75,6 +76,18 @@ def org_for_customer(*, uow: UnitOfWork, stripe_customer_id: str) -> str | None:
     return uow.execute(
         select(stripe_customer_routes.c.org_id).where(stripe_customer_routes.c.stripe_customer_id == stripe_customer_id)
     ).scalar_one_or_none()
+
+
+def orgs_for_customers(*, uow: UnitOfWork, stripe_customer_ids: Iterable[str]) -> dict[str, str]:
+    """Stripe customer id -> org id for those of `stripe_customer_ids` an org owns (one query)."""
+    wanted = sorted(set(stripe_customer_ids))
+    if not wanted:
+        return {}
+    rows = uow.execute(
+        select(stripe_customer_routes.c.stripe_customer_id, stripe_customer_routes.c.org_id)
+        .where(stripe_customer_routes.c.stripe_customer_id.in_(wanted))
+    ).all()
+    return {row.stripe_customer_id: row.org_id for row in rows}
 
 
 def orgs_with_customers(*, uow: UnitOfWork, after: str = "", limit: int = 500) -> list[tuple[str, str]]:

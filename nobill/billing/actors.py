@@ -7,7 +7,7 @@ from typing import Any
 
 import dramatiq
 
-from nobill.billing import customers, inbox, outbox, seats, trials  # noqa: F401 - registers outbox handlers
+from nobill.billing import customers, inbox, inbox_apply, outbox, seats, trials  # noqa: F401 - registers outbox handlers
 from nobill.billing import enterprise  # noqa: F401 - registers the enterprise price handler
 from nobill.jobs import runtime
 
@@ -23,16 +23,23 @@ def run_outbox_row(org_id: str, outbox_id: str) -> None:
 
 
 @dramatiq.actor(actor_name=inbox.APPLY_ACTOR, queue_name=QUEUE, **RETRY)
-def apply_stripe_event(event_id: str) -> None:
-    """Apply one stored webhook event; unknown customers and transient failures retry."""
+def apply_stripe_events(event_ids: list[str]) -> None:
+    """Apply stored webhook events (a stored batch, or a sweep's or replay's ids), per org;
+    unknown customers and transient failures retry the message."""
     settings = runtime.settings()
-    inbox.apply(
+    inbox_apply.apply_events(
         database=runtime.database(),
         gateway=runtime.stripe_gateway(),
-        event_id=event_id,
+        event_ids=event_ids,
         max_attempts=settings.stripe_event_attempts,
         seat_sync_delay=settings.seat_sync_delay_seconds,
     )
+
+
+@dramatiq.actor(actor_name=inbox.LEGACY_APPLY_ACTOR, queue_name=QUEUE, **RETRY)
+def apply_stripe_event(event_id: str) -> None:
+    """One event id: messages a core from before batching enqueued, applied the same way."""
+    apply_stripe_events(event_ids=[event_id])
 
 
 @dramatiq.actor(actor_name="nobill.billing.sweep_outbox", queue_name=QUEUE, max_retries=0)

@@ -1,40 +1,85 @@
-"""Stripe's webhooks: IngestStripeEvent verifies and stores each event under its Stripe
-id (the inbox, acknowledged only once stored); the apply actor routes it to its org and
-applies it convergently, by re-reading the object from Stripe. One table of handlers;
-every other event type is stored and ignored. An event whose customer no org owns is
-retried, then parked, and can be replayed (`nobill stripe replay`)."""
+"""Stripe's webhooks, the inbox: IngestStripeEvents (and IngestStripeEvent, a batch of one)
+verifies each delivery and stores its event under its Stripe id, a whole batch in one
+transaction, acknowledged only once committed. One apply message per stored batch hands
+its handled events to the worker (nobill/billing/inbox_apply.py); every other event type
+is stored and ignored. Events that never got their message are swept; parked ones (no org
+owns their customer) can be replayed (`nobill stripe replay`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, text, update
 
 from nobill import metrics
-from nobill.audit.actors import AuditContext
-from nobill.billing import accounts, actors_context, invoices, service, subscriptions
+from nobill.billing.inbox_apply import HANDLERS, customer_of
 from nobill.billing.tables import stripe_events
 from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import InvalidArgument
 from nobill.jobs.send import send
-from nobill.stripe.errors import StripePermanent
-from nobill.stripe.gateway import StripeGateway
+from nobill.stripe.webhooks import REASONS as REJECT_REASONS
 from nobill.stripe.webhooks import InvalidWebhook, verify_event
 
 log = logging.getLogger("nobill.billing.inbox")
 
-APPLY_ACTOR = "nobill.billing.apply_stripe_event"
+APPLY_ACTOR = "nobill.billing.apply_stripe_events"
+# One event id a message: what a core from before batching enqueues (still drained).
+LEGACY_APPLY_ACTOR = "nobill.billing.apply_stripe_event"
 SWEEP_GRACE = dt.timedelta(seconds=30)
+# Event ids per apply message sent by the sweep and replay.
+SEND_CHUNK = 500
+
+# A batch as a whole: at most this many deliveries and payload bytes (the server takes
+# messages of up to 8 MiB; one delivery may be 1 MiB, so 4 MiB leaves room for the rest).
+MAX_BATCH_DELIVERIES = 500
+MAX_BATCH_PAYLOAD_BYTES = 4 * 1024 * 1024
+
+# What became of a delivery; a rejected one's reason is one of REJECT_REASONS.
+STORED = "stored"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+# One statement stores the whole batch; a redelivered id (already stored, or stored by a
+# concurrent batch) is skipped, and RETURNING says which ids this statement stored. The
+# bodies are stored as received (the JSON the signature covers), sent as one JSON array
+# that PostgreSQL splits: a text[] of JSON bodies would escape every quote in them, which
+# cost more CPU than everything else here. Rows go in sorted by id, so two batches sharing
+# ids lock them in the same order and cannot deadlock.
+_STORE = text(
+    "INSERT INTO stripe_events (event_id, event_type, stripe_customer_id, payload, state, received_at)"
+    " SELECT e.event_id, e.event_type, e.customer, p.payload, e.state, clock_timestamp()"
+    " FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:customers AS text[]),"
+    " CAST(:states AS text[])) WITH ORDINALITY AS e(event_id, event_type, customer, state, n)"
+    " JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(payload, n) ON p.n = e.n"
+    " ORDER BY e.event_id"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
 
 
-class UnknownCustomer(Exception):
-    """No org owns the event's customer (yet): retried, then parked."""
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook delivery: the raw body and its Stripe-Signature header."""
+
+    payload: bytes
+    signature_header: str
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """`outcome`: STORED, DUPLICATE or REJECTED (then `reject_reason`, one of
+    nobill.stripe.webhooks.REASONS, and `message` say why)."""
+
+    outcome: str
+    event_id: str = ""
+    event_type: str = ""
+    reject_reason: str = ""
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,207 +89,98 @@ class Ingested:
     duplicate: bool
 
 
-@dataclass(frozen=True)
-class Applying:
-    """What a handler gets: the org's unit of work, Stripe, the event, the audit context."""
-
-    uow: UnitOfWork
-    org_id: str
-    gateway: StripeGateway
-    event: dict[str, Any]
-    context: AuditContext
-    seat_sync_delay: float
-
-    @property
-    def object(self) -> dict[str, Any]:
-        return self.event["data"]["object"]
+def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: tuple[str, ...], apply_delay: float = 0.0) -> Ingested:
+    """One delivery (IngestStripeEvent): a batch of one that raises InvalidArgument when
+    the delivery is rejected."""
+    # Not through ingest_batch's checks of a batch as a whole: a body too large is this
+    # delivery's fault (field `payload`, as the released contract says), not a batch's.
+    [result] = _ingest(uow, [Delivery(payload, signature_header)], secrets, apply_delay)
+    if result.outcome == REJECTED:
+        raise InvalidArgument(result.message, field="payload")
+    return Ingested(result.event_id, result.event_type, duplicate=result.outcome == DUPLICATE)
 
 
-def _apply_subscription(applying: Applying, subscription_id: str | None) -> None:
-    if not subscription_id:
-        return
-    snapshot = applying.gateway.retrieve_subscription(subscription_id)
-    subscriptions.apply_subscription_snapshot(
-        uow=applying.uow, org_id=applying.org_id, snapshot=snapshot, context=applying.context
-    )
-    # Members added between checkout and now: one coalesced seat sync.
-    seats = subscriptions.seat_quantity(snapshot)
-    if seats is not None and seats != subscriptions.member_count(uow=applying.uow):
-        service.request_seat_sync(
-            uow=applying.uow, org_id=applying.org_id, context=applying.context, delay_seconds=applying.seat_sync_delay
-        )
+def ingest_batch(
+    *, uow: UnitOfWork, deliveries: Sequence[Delivery], secrets: tuple[str, ...], apply_delay: float = 0.0
+) -> list[DeliveryResult]:
+    """Verify each delivery and store the events of those that pass, in the caller's
+    transaction (which must commit before Stripe is answered); one result per delivery,
+    in order. A redelivered id changes nothing. After commit, one message hands the newly
+    stored handled events to the apply actor, `apply_delay` seconds later."""
+    _check_batch(deliveries)
+    return _ingest(uow, deliveries, secrets, apply_delay)
 
 
-def _checkout_completed(applying: Applying) -> None:
-    if applying.object.get("mode") == "subscription":
-        subscription = applying.object.get("subscription")
-        _apply_subscription(applying, subscription.get("id") if isinstance(subscription, dict) else subscription)
-
-
-def _subscription_changed(applying: Applying) -> None:
-    _apply_subscription(applying, applying.object["id"])
-
-
-def _invoice_changed(applying: Applying) -> None:
-    invoice = applying.gateway.retrieve_invoice(applying.object["id"])
-    invoices.apply_invoice_snapshot(uow=applying.uow, org_id=applying.org_id, invoice=invoice)
-    _apply_subscription(applying, invoices.subscription_of(invoice))
-
-
-# The one table of handled event types; everything else is stored and ignored.
-HANDLERS: dict[str, Callable[[Applying], None]] = {
-    "checkout.session.completed": _checkout_completed,
-    "customer.subscription.created": _subscription_changed,
-    "customer.subscription.updated": _subscription_changed,
-    "customer.subscription.deleted": _subscription_changed,
-    "invoice.paid": _invoice_changed,
-    "invoice.payment_failed": _invoice_changed,
-}
-
-
-def _customer_of(event: dict[str, Any]) -> str | None:
-    obj = event["data"]["object"]
-    if obj.get("object") == "customer":
-        return obj.get("id")
-    customer = obj.get("customer")
-    if isinstance(customer, dict):
-        return customer.get("id")
-    return customer if isinstance(customer, str) else None
-
-
-def ingest(*, uow: UnitOfWork, payload: bytes, signature_header: str, secrets: tuple[str, ...]) -> Ingested:
-    """Verify the signature and store the event (in the caller's transaction, which must
-    commit before Stripe is answered). A redelivered id changes nothing."""
-    try:
-        event = verify_event(payload, signature_header, secrets)
-    except InvalidWebhook as error:
-        metrics.webhook_event("unknown", "rejected")
-        raise InvalidArgument(str(error), field="payload") from None
-    handled = event["type"] in HANDLERS
-    stored = uow.execute(
-        pg_insert(stripe_events)
-        .values(
-            event_id=event["id"],
-            event_type=event["type"],
-            stripe_customer_id=_customer_of(event),
-            payload=event,
-            state="pending" if handled else "ignored",
-            # The database's clock, like the apply actor's read_from (see _coalesce).
-            received_at=func.clock_timestamp(),
-        )
-        .on_conflict_do_nothing()
-        .returning(stripe_events.c.event_id)
-    ).scalar_one_or_none()
-    if stored and handled:
-        uow.after_commit(lambda: send(APPLY_ACTOR, event["id"]))
-    result = "duplicate" if stored is None else "stored" if handled else "ignored"
-    uow.after_commit(lambda: metrics.webhook_event(event["type"], result))
-    return Ingested(event["id"], event["type"], duplicate=stored is None)
-
-
-def apply(*, database: Database, gateway: StripeGateway, event_id: str, max_attempts: int, seat_sync_delay: float) -> str:
-    """Apply one stored event in its org's unit of work. Returns "applied", "parked" or
-    "skipped"; raises UnknownCustomer / StripeTransient so the actor retries."""
-    event_type, result = _apply(
-        database=database, gateway=gateway, event_id=event_id, max_attempts=max_attempts, seat_sync_delay=seat_sync_delay
-    )
-    if result != "skipped":
-        metrics.webhook_event(event_type, result)
-    return result
-
-
-def _apply(
-    *, database: Database, gateway: StripeGateway, event_id: str, max_attempts: int, seat_sync_delay: float
-) -> tuple[str, str]:
-    with UnitOfWork(database) as uow:
-        row = uow.execute(select(stripe_events).where(stripe_events.c.event_id == event_id)).one_or_none()
-        if row is None or row.state != "pending":
-            return (row.event_type if row else ""), "skipped"
-        org_id = accounts.org_for_customer(uow=uow, stripe_customer_id=row.stripe_customer_id or "")
-        if org_id is None:
-            attempts = row.attempts + 1
-            parked = attempts >= max_attempts
-            uow.execute(
-                update(stripe_events)
-                .where(stripe_events.c.event_id == event_id, stripe_events.c.state == "pending")
-                .values(
-                    attempts=attempts,
-                    state="parked" if parked else "pending",
-                    last_error=f"no organization owns Stripe customer {row.stripe_customer_id}",
-                )
-            )
-            uow.commit()
-            if parked:
-                log.error("stripe event parked: unknown customer",
-                          extra={"event_id": event_id, "event_type": row.event_type, "customer": row.stripe_customer_id})
-                return row.event_type, "parked"
-            raise UnknownCustomer(f"no organization owns Stripe customer {row.stripe_customer_id} (yet)")
-    with UnitOfWork(database, org_id=org_id) as uow:
-        # The row lock makes concurrent deliveries of the same event apply it once.
-        locked = uow.execute(
-            select(stripe_events.c.state, stripe_events.c.payload)
-            .where(stripe_events.c.event_id == event_id)
-            .with_for_update(skip_locked=True)
-        ).one_or_none()
-        if locked is None or locked.state != "pending":
-            return row.event_type, "skipped"
-        # Events of one org apply one at a time, and each re-reads Stripe only once it holds
-        # the org's subscription lock: the last to apply read Stripe last, so no older
-        # snapshot can overwrite a newer one.
-        subscriptions.get(uow=uow, org_id=org_id, for_update=True)
-        read_from = uow.execute(select(func.clock_timestamp())).scalar_one()
-        applying = Applying(uow, org_id, gateway, locked.payload, actors_context.stripe_event(event_id), seat_sync_delay)
+def _ingest(uow: UnitOfWork, deliveries: Sequence[Delivery], secrets: tuple[str, ...], apply_delay: float) -> list[DeliveryResult]:
+    results: list[DeliveryResult | None] = [None] * len(deliveries)
+    carried: list[str | None] = [None] * len(deliveries)  # the event id each verified delivery carries
+    events: dict[str, tuple[int, dict[str, Any], bytes]] = {}  # event id -> its first delivery
+    rejected = 0
+    for index, delivery in enumerate(deliveries):
         try:
-            HANDLERS[locked.payload["type"]](applying)
-        except StripePermanent as error:
-            # The object is gone or refused (e.g. deleted in the dashboard): nothing to converge to.
-            uow.execute(
-                update(stripe_events).where(stripe_events.c.event_id == event_id)
-                .values(state="parked", org_id=org_id, last_error=error.message, attempts=stripe_events.c.attempts + 1)
-            )
-            uow.commit()
-            log.error(
-                "stripe event parked: Stripe refused the re-read",
-                extra={"event_id": event_id, "event_type": locked.payload["type"], "error": error.message},
-            )
-            return row.event_type, "parked"
+            event = verify_event(delivery.payload, delivery.signature_header, secrets)
+        except InvalidWebhook as error:
+            rejected += 1
+            results[index] = DeliveryResult(REJECTED, reject_reason=error.reason, message=str(error))
+            continue
+        carried[index] = event["id"]
+        events.setdefault(event["id"], (index, event, delivery.payload))
+    if rejected:
+        metrics.webhook_event("unknown", "rejected", rejected)
+    stored = _store(uow, events) if events else set()
+    counts: Counter[tuple[str, str]] = Counter()
+    for index, event_id in enumerate(carried):
+        if event_id is None:
+            continue
+        first, event, _ = events[event_id]
+        # The same event twice in one batch: its first delivery stores it, the others are duplicates.
+        is_new = first == index and event_id in stored
+        results[index] = DeliveryResult(STORED if is_new else DUPLICATE, event_id, event["type"])
+        counts[(event["type"], (STORED if event["type"] in HANDLERS else "ignored") if is_new else DUPLICATE)] += 1
+    to_apply = sorted(event_id for event_id in stored if events[event_id][1]["type"] in HANDLERS)
+    if to_apply:
+        # One message for the batch, sent only once the events are committed (the sweep
+        # covers a crash between the commit and this send).
+        uow.after_commit(lambda: send(APPLY_ACTOR, to_apply, delay_seconds=apply_delay))
+    uow.after_commit(lambda: _count(counts))
+    return [result for result in results if result is not None]
+
+
+def _check_batch(deliveries: Sequence[Delivery]) -> None:
+    """A request wrong as a whole is refused before anything is verified or stored."""
+    if not deliveries:
+        raise InvalidArgument("deliveries is empty; send 1 to 500", field="deliveries")
+    if len(deliveries) > MAX_BATCH_DELIVERIES:
+        raise InvalidArgument(f"more than {MAX_BATCH_DELIVERIES} deliveries in one batch", field="deliveries")
+    size = sum(len(delivery.payload) for delivery in deliveries)
+    if size > MAX_BATCH_PAYLOAD_BYTES:
+        raise InvalidArgument(
+            f"the payloads add up to {size} bytes; at most {MAX_BATCH_PAYLOAD_BYTES} in one batch", field="deliveries"
+        )
+
+
+def _store(uow: UnitOfWork, events: dict[str, tuple[int, dict[str, Any], bytes]]) -> set[str]:
+    """Insert the events (one statement); the ids this statement stored."""
+    ordered = sorted(events)
+    rows = [events[event_id] for event_id in ordered]
+    return set(
         uow.execute(
-            update(stripe_events)
-            .where(stripe_events.c.event_id == event_id)
-            .values(state="applied", org_id=org_id, applied_at=dt.datetime.now(dt.timezone.utc), last_error=None,
-                    attempts=stripe_events.c.attempts + 1)
-        )
-        _coalesce(uow, org_id=org_id, event=locked.payload, read_from=read_from)
-        uow.commit()
-    return row.event_type, "applied"
-
-
-def _coalesce(uow: UnitOfWork, *, org_id: str, event: dict[str, Any], read_from: dt.datetime) -> None:
-    """Mark applied the other pending events of the same subscription that were stored
-    before this one re-read it: Stripe's state we just applied already includes them, so
-    a burst of updates costs one Stripe read. (Rows another actor holds are left to it.)"""
-    if not event["type"].startswith("customer.subscription."):
-        return
-    same = (
-        select(stripe_events.c.event_id)
-        .where(
-            stripe_events.c.state == "pending",
-            stripe_events.c.event_type.like("customer.subscription.%"),
-            stripe_events.c.stripe_customer_id == _customer_of(event),
-            stripe_events.c.payload["data"]["object"]["id"].astext == event["data"]["object"]["id"],
-            stripe_events.c.received_at <= read_from,
-            stripe_events.c.event_id != event["id"],
-        )
-        .with_for_update(skip_locked=True)
+            _STORE,
+            {
+                "event_ids": ordered,
+                "event_types": [event["type"] for _, event, _ in rows],
+                "customers": [customer_of(event) for _, event, _ in rows],
+                # Each body is one JSON value (verify_event parsed it as strict JSON).
+                "payloads": "[" + ",".join(payload.decode("utf-8") for _, _, payload in rows) + "]",
+                "states": ["pending" if event["type"] in HANDLERS else "ignored" for _, event, _ in rows],
+            },
+        ).scalars()
     )
-    covered = list(uow.execute(same).scalars())
-    if covered:
-        uow.execute(
-            update(stripe_events)
-            .where(stripe_events.c.event_id.in_(covered))
-            .values(state="applied", org_id=org_id, applied_at=dt.datetime.now(dt.timezone.utc),
-                    last_error=f"covered by {event['id']}")
-        )
+
+
+def _count(counts: Counter[tuple[str, str]]) -> None:
+    for (event_type, result), count in counts.items():
+        metrics.webhook_event(event_type, result, count)
 
 
 def sweep(*, database: Database, now: dt.datetime | None = None, limit: int = 1000) -> int:
@@ -259,8 +195,7 @@ def sweep(*, database: Database, now: dt.datetime | None = None, limit: int = 10
                 .limit(limit)
             ).scalars()
         )
-    for event_id in event_ids:
-        send(APPLY_ACTOR, event_id)
+    _send(event_ids)
     if event_ids:
         log.info("inbox sweep re-sent events", extra={"events": len(event_ids)})
     return len(event_ids)
@@ -276,9 +211,14 @@ def replay(*, database: Database, event_ids: list[str] | None = None) -> list[st
             uow.execute(statement.values(state="pending", attempts=0).returning(stripe_events.c.event_id)).scalars()
         )
         uow.commit()
-    for event_id in replayed:
-        send(APPLY_ACTOR, event_id)
+    _send(replayed)
     return replayed
+
+
+def _send(event_ids: Iterable[str]) -> None:
+    ids = list(event_ids)
+    for start in range(0, len(ids), SEND_CHUNK):
+        send(APPLY_ACTOR, ids[start : start + SEND_CHUNK])
 
 
 def parked(*, database: Database, limit: int = 100) -> list[dict[str, Any]]:

@@ -128,3 +128,19 @@ def test_ingest_stripe_event_is_for_services_with_the_scope(channel) -> None:
     assert failure(lambda: unscoped.billing.IngestStripeEvent(request)).code() == grpc.StatusCode.PERMISSION_DENIED
     # Allowed, and refused for its content: this server has no signing secret configured.
     assert failure(lambda: webhooks.billing.IngestStripeEvent(request)).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_ingest_stripe_events_is_for_services_with_the_scope(channel) -> None:
+    request = billing_pb2.IngestStripeEventsRequest(
+        deliveries=[billing_pb2.StripeWebhookDelivery(payload=b"{}", signature_header="t=1,v1=00")]
+    )
+    user = new_user(channel)
+    unscoped = new_service(channel, scopes=("billing:manage",), orgs=("*",))
+    webhooks = new_service(channel, scopes=("webhooks:ingest",), orgs=())
+
+    assert failure(lambda: user.billing.IngestStripeEvents(request)).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert failure(lambda: unscoped.billing.IngestStripeEvents(request)).code() == grpc.StatusCode.PERMISSION_DENIED
+    # Allowed; its one delivery is rejected on its own: this server has no signing secret configured.
+    [result] = webhooks.billing.IngestStripeEvents(request).results
+    assert result.outcome == billing_pb2.STRIPE_DELIVERY_OUTCOME_REJECTED
+    assert result.reject_reason == billing_pb2.STRIPE_DELIVERY_REJECT_REASON_NO_SIGNING_SECRET

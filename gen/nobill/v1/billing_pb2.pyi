@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from nobill.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -19,6 +20,78 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _StripeDeliveryOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StripeDeliveryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StripeDeliveryOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STRIPE_DELIVERY_OUTCOME_UNSPECIFIED: _StripeDeliveryOutcome.ValueType  # 0
+    STRIPE_DELIVERY_OUTCOME_STORED: _StripeDeliveryOutcome.ValueType  # 1
+    """Stored by this call; durable when the call answers."""
+    STRIPE_DELIVERY_OUTCOME_DUPLICATE: _StripeDeliveryOutcome.ValueType  # 2
+    """The event id was already stored (a redelivery, or the same event earlier in the
+    batch); nothing changed.
+    """
+    STRIPE_DELIVERY_OUTCOME_REJECTED: _StripeDeliveryOutcome.ValueType  # 3
+    """Not a correctly signed Stripe event; nothing stored. Sending it again cannot help."""
+
+class StripeDeliveryOutcome(_StripeDeliveryOutcome, metaclass=_StripeDeliveryOutcomeEnumTypeWrapper):
+    """What became of one delivery of a batch."""
+
+STRIPE_DELIVERY_OUTCOME_UNSPECIFIED: StripeDeliveryOutcome.ValueType  # 0
+STRIPE_DELIVERY_OUTCOME_STORED: StripeDeliveryOutcome.ValueType  # 1
+"""Stored by this call; durable when the call answers."""
+STRIPE_DELIVERY_OUTCOME_DUPLICATE: StripeDeliveryOutcome.ValueType  # 2
+"""The event id was already stored (a redelivery, or the same event earlier in the
+batch); nothing changed.
+"""
+STRIPE_DELIVERY_OUTCOME_REJECTED: StripeDeliveryOutcome.ValueType  # 3
+"""Not a correctly signed Stripe event; nothing stored. Sending it again cannot help."""
+Global___StripeDeliveryOutcome: _TypeAlias = StripeDeliveryOutcome  # noqa: Y015
+
+class _StripeDeliveryRejectReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StripeDeliveryRejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StripeDeliveryRejectReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STRIPE_DELIVERY_REJECT_REASON_UNSPECIFIED: _StripeDeliveryRejectReason.ValueType  # 0
+    STRIPE_DELIVERY_REJECT_REASON_SIGNATURE_MISSING: _StripeDeliveryRejectReason.ValueType  # 1
+    """No `Stripe-Signature` header."""
+    STRIPE_DELIVERY_REJECT_REASON_SIGNATURE_INVALID: _StripeDeliveryRejectReason.ValueType  # 2
+    """No configured signing secret signed this body: forged, tampered with, or a header
+    that is malformed or has no v1 signature.
+    """
+    STRIPE_DELIVERY_REJECT_REASON_TIMESTAMP_OUTSIDE_TOLERANCE: _StripeDeliveryRejectReason.ValueType  # 3
+    """Correctly signed, but the signature's timestamp is more than 300 s from now."""
+    STRIPE_DELIVERY_REJECT_REASON_NOT_A_STRIPE_EVENT: _StripeDeliveryRejectReason.ValueType  # 4
+    """Not UTF-8 JSON in the shape of a Stripe event (or holding text PostgreSQL cannot store)."""
+    STRIPE_DELIVERY_REJECT_REASON_PAYLOAD_TOO_LARGE: _StripeDeliveryRejectReason.ValueType  # 5
+    """A body over 1 MiB."""
+    STRIPE_DELIVERY_REJECT_REASON_NO_SIGNING_SECRET: _StripeDeliveryRejectReason.ValueType  # 6
+    """The server has no signing secret configured (NOBILL_STRIPE_WEBHOOK_SECRETS)."""
+
+class StripeDeliveryRejectReason(_StripeDeliveryRejectReason, metaclass=_StripeDeliveryRejectReasonEnumTypeWrapper):
+    """Why a delivery was rejected."""
+
+STRIPE_DELIVERY_REJECT_REASON_UNSPECIFIED: StripeDeliveryRejectReason.ValueType  # 0
+STRIPE_DELIVERY_REJECT_REASON_SIGNATURE_MISSING: StripeDeliveryRejectReason.ValueType  # 1
+"""No `Stripe-Signature` header."""
+STRIPE_DELIVERY_REJECT_REASON_SIGNATURE_INVALID: StripeDeliveryRejectReason.ValueType  # 2
+"""No configured signing secret signed this body: forged, tampered with, or a header
+that is malformed or has no v1 signature.
+"""
+STRIPE_DELIVERY_REJECT_REASON_TIMESTAMP_OUTSIDE_TOLERANCE: StripeDeliveryRejectReason.ValueType  # 3
+"""Correctly signed, but the signature's timestamp is more than 300 s from now."""
+STRIPE_DELIVERY_REJECT_REASON_NOT_A_STRIPE_EVENT: StripeDeliveryRejectReason.ValueType  # 4
+"""Not UTF-8 JSON in the shape of a Stripe event (or holding text PostgreSQL cannot store)."""
+STRIPE_DELIVERY_REJECT_REASON_PAYLOAD_TOO_LARGE: StripeDeliveryRejectReason.ValueType  # 5
+"""A body over 1 MiB."""
+STRIPE_DELIVERY_REJECT_REASON_NO_SIGNING_SECRET: StripeDeliveryRejectReason.ValueType  # 6
+"""The server has no signing secret configured (NOBILL_STRIPE_WEBHOOK_SECRETS)."""
+Global___StripeDeliveryRejectReason: _TypeAlias = StripeDeliveryRejectReason  # noqa: Y015
 
 @_typing.final
 class PlanDetails(_message.Message):
@@ -552,3 +625,107 @@ class IngestStripeEventResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IngestStripeEventResponse: _TypeAlias = IngestStripeEventResponse  # noqa: Y015
+
+@_typing.final
+class StripeWebhookDelivery(_message.Message):
+    """One webhook delivery as Stripe sent it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    SIGNATURE_HEADER_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    """The webhook's raw HTTP body, byte for byte (the signature covers it)."""
+    signature_header: _builtins.str
+    """The `Stripe-Signature` header as received."""
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+        signature_header: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "signature_header", b"signature_header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StripeWebhookDelivery: _TypeAlias = StripeWebhookDelivery  # noqa: Y015
+
+@_typing.final
+class StripeDeliveryResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    REJECT_REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    outcome: Global___StripeDeliveryOutcome.ValueType
+    event_id: _builtins.str
+    """Stripe's event id and type; empty when rejected."""
+    event_type: _builtins.str
+    reject_reason: Global___StripeDeliveryRejectReason.ValueType
+    """Set when rejected."""
+    message: _builtins.str
+    """Why it was rejected, in words; empty otherwise."""
+    def __init__(
+        self,
+        *,
+        outcome: Global___StripeDeliveryOutcome.ValueType = ...,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        reject_reason: Global___StripeDeliveryRejectReason.ValueType = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_type", b"event_type", "message", b"message", "outcome", b"outcome", "reject_reason", b"reject_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StripeDeliveryResult: _TypeAlias = StripeDeliveryResult  # noqa: Y015
+
+@_typing.final
+class IngestStripeEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___StripeWebhookDelivery]:
+        """1 to 500 deliveries; their payloads at most 4 MiB in all."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___StripeWebhookDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestStripeEventsRequest: _TypeAlias = IngestStripeEventsRequest  # noqa: Y015
+
+@_typing.final
+class IngestStripeEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StripeDeliveryResult]:
+        """One per delivery, in the order of the request's `deliveries`."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StripeDeliveryResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestStripeEventsResponse: _TypeAlias = IngestStripeEventsResponse  # noqa: Y015

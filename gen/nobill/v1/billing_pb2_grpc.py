@@ -76,6 +76,11 @@ class BillingServiceStub:
                 request_serializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventRequest.SerializeToString,
                 response_deserializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventResponse.FromString,
                 _registered_method=True)
+        self.IngestStripeEvents = channel.unary_unary(
+                '/nobill.v1.BillingService/IngestStripeEvents',
+                request_serializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventsRequest.SerializeToString,
+                response_deserializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventsResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -136,6 +141,18 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestStripeEvents(self, request, context):
+        """Internal: a batch of webhook deliveries, each verified and stored as IngestStripeEvent
+        would, in one transaction. Answers only after the stored events are durable, with one
+        result per delivery in the request's order; a delivery that is not a correctly signed
+        Stripe event is rejected on its own and the rest of the batch is stored. A request
+        with no deliveries, more than 500, or more than 4 MiB of payloads in all is
+        INVALID_ARGUMENT as a whole and stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +195,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.IngestStripeEvent,
                     request_deserializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventRequest.FromString,
                     response_serializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventResponse.SerializeToString,
+            ),
+            'IngestStripeEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestStripeEvents,
+                    request_deserializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventsRequest.FromString,
+                    response_serializer=nobill_dot_v1_dot_billing__pb2.IngestStripeEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +420,33 @@ class BillingService:
             '/nobill.v1.BillingService/IngestStripeEvent',
             nobill_dot_v1_dot_billing__pb2.IngestStripeEventRequest.SerializeToString,
             nobill_dot_v1_dot_billing__pb2.IngestStripeEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestStripeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nobill.v1.BillingService/IngestStripeEvents',
+            nobill_dot_v1_dot_billing__pb2.IngestStripeEventsRequest.SerializeToString,
+            nobill_dot_v1_dot_billing__pb2.IngestStripeEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

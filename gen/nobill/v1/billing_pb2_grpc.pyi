@@ -49,6 +49,14 @@ class BillingServiceStub:
     """Internal: the webhook sidecar forwards Stripe's raw body and signature header.
     Answers only after the event is durable.
     """
+    IngestStripeEvents: _grpc.UnaryUnaryMultiCallable[_billing_pb2.IngestStripeEventsRequest, _billing_pb2.IngestStripeEventsResponse]
+    """Internal: a batch of webhook deliveries, each verified and stored as IngestStripeEvent
+    would, in one transaction. Answers only after the stored events are durable, with one
+    result per delivery in the request's order; a delivery that is not a correctly signed
+    Stripe event is rejected on its own and the rest of the batch is stored. A request
+    with no deliveries, more than 500, or more than 4 MiB of payloads in all is
+    INVALID_ARGUMENT as a whole and stores nothing.
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -70,6 +78,14 @@ class BillingServiceAsyncStub(BillingServiceStub):
     IngestStripeEvent: _aio.UnaryUnaryMultiCallable[_billing_pb2.IngestStripeEventRequest, _billing_pb2.IngestStripeEventResponse]  # type: ignore[assignment]
     """Internal: the webhook sidecar forwards Stripe's raw body and signature header.
     Answers only after the event is durable.
+    """
+    IngestStripeEvents: _aio.UnaryUnaryMultiCallable[_billing_pb2.IngestStripeEventsRequest, _billing_pb2.IngestStripeEventsResponse]  # type: ignore[assignment]
+    """Internal: a batch of webhook deliveries, each verified and stored as IngestStripeEvent
+    would, in one transaction. Answers only after the stored events are durable, with one
+    result per delivery in the request's order; a delivery that is not a correctly signed
+    Stripe event is rejected on its own and the rest of the batch is stored. A request
+    with no deliveries, more than 500, or more than 4 MiB of payloads in all is
+    INVALID_ARGUMENT as a whole and stores nothing.
     """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -137,6 +153,20 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_pb2.IngestStripeEventResponse, _abc.Awaitable[_billing_pb2.IngestStripeEventResponse]]:
         """Internal: the webhook sidecar forwards Stripe's raw body and signature header.
         Answers only after the event is durable.
+        """
+
+    @_abc_1.abstractmethod
+    def IngestStripeEvents(
+        self,
+        request: _billing_pb2.IngestStripeEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.IngestStripeEventsResponse, _abc.Awaitable[_billing_pb2.IngestStripeEventsResponse]]:
+        """Internal: a batch of webhook deliveries, each verified and stored as IngestStripeEvent
+        would, in one transaction. Answers only after the stored events are durable, with one
+        result per delivery in the request's order; a delivery that is not a correctly signed
+        Stripe event is rejected on its own and the rest of the batch is stored. A request
+        with no deliveries, more than 500, or more than 4 MiB of payloads in all is
+        INVALID_ARGUMENT as a whole and stores nothing.
         """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

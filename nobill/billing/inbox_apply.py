@@ -1,0 +1,296 @@
+"""Applying stored Stripe events, convergently and per org.
+
+The apply actor gets a list of event ids (one stored batch, or a sweep's or a replay's).
+It routes them to their orgs (stripe_customer_routes), then for each org, in one unit of
+work bound to it:
+
+1. takes the org's subscription row lock, *then* notes the database's clock (`read_from`);
+2. locks every pending event of the org's customer stored up to `read_from` (not only the
+   message's: whatever is pending is covered by the reads below). If none of them is the
+   message's own, an earlier message covered its events: the rest have messages of their
+   own, due later, and nothing is re-read now;
+3. re-reads each distinct Stripe object those events name once (an invoice, then the
+   subscription it bills; a subscription), however many events name it, and applies it;
+4. marks those events applied, and commits.
+
+The last unit of work to apply an org read Stripe last, so no older snapshot overwrites a
+newer one; each event is marked applied only by a read made after it was stored. Because a
+unit of work takes every pending event of its org, a message whose events an earlier one
+already covered costs a query or two. The apply message waits a moment before it runs (see
+NOBILL_STRIPE_EVENT_APPLY_DELAY_MS): by then the org's next events are stored too, so a
+burst of them costs about one Stripe read per object per delay, not one per event.
+
+An event whose Stripe customer no org owns (yet) is retried with the message, then parked;
+an event whose object Stripe refuses to return is parked. Neither holds back the rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+
+from nobill import metrics
+from nobill.billing import accounts, actors_context, invoices, service, subscriptions
+from nobill.billing.tables import stripe_events
+from nobill.db.database import Database
+from nobill.db.unit_of_work import UnitOfWork
+from nobill.stripe.errors import StripePermanent
+from nobill.stripe.gateway import StripeGateway
+
+log = logging.getLogger("nobill.billing.inbox")
+
+
+class UnknownCustomer(Exception):
+    """No org owns the event's customer (yet): retried, then parked."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A Stripe object an event makes NOBill re-read: "subscription" or "invoice", and its id."""
+
+    kind: str
+    object_id: str
+
+
+def _checkout_completed(obj: dict[str, Any]) -> Target | None:
+    if obj.get("mode") != "subscription":
+        return None
+    subscription = obj.get("subscription")
+    subscription_id = subscription.get("id") if isinstance(subscription, dict) else subscription
+    return Target("subscription", subscription_id) if isinstance(subscription_id, str) and subscription_id else None
+
+
+def _subscription_changed(obj: dict[str, Any]) -> Target | None:
+    return Target("subscription", obj["id"]) if isinstance(obj.get("id"), str) else None
+
+
+def _invoice_changed(obj: dict[str, Any]) -> Target | None:
+    # The invoice's subscription is re-read too, once the invoice says which it is.
+    return Target("invoice", obj["id"]) if isinstance(obj.get("id"), str) else None
+
+
+# The one table of handled event types: what each makes NOBill re-read, from the event's
+# data.object (of which a handler sees only `id`, `mode` and `subscription`: _OBJECT_FIELDS).
+# Everything else is stored and ignored.
+HANDLERS: dict[str, Callable[[dict[str, Any]], Target | None]] = {
+    "checkout.session.completed": _checkout_completed,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_changed,
+    "invoice.paid": _invoice_changed,
+    "invoice.payment_failed": _invoice_changed,
+}
+
+
+# What HANDLERS read of an event's data.object, and all the apply fetches of it: decoding
+# every pending event's whole object (a few KiB of JSON each) cost more than its Stripe reads.
+_OBJECT = stripe_events.c.payload["data"]["object"]
+_OBJECT_FIELDS = (
+    _OBJECT["id"].astext.label("object_id"),
+    _OBJECT["mode"].astext.label("object_mode"),
+    # The subscription as an id, expanded or not.
+    func.coalesce(_OBJECT["subscription"]["id"].astext, _OBJECT["subscription"].astext).label("object_subscription"),
+)
+
+
+def _object_of(row: Any) -> dict[str, Any]:
+    """The part of an event's data.object HANDLERS read."""
+    return {"id": row.object_id, "mode": row.object_mode, "subscription": row.object_subscription}
+
+
+def customer_of(event: dict[str, Any]) -> str | None:
+    """The Stripe customer an event is about (what routes it to an org)."""
+    obj = event["data"]["object"]
+    if obj.get("object") == "customer":
+        return obj.get("id")
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        return customer.get("id")
+    return customer if isinstance(customer, str) else None
+
+
+def apply_events(
+    *, database: Database, gateway: StripeGateway, event_ids: Sequence[str], max_attempts: int, seat_sync_delay: float
+) -> Counter[str]:
+    """Apply the pending events among `event_ids`, each org in its own unit of work (with
+    every other pending event of that org). Returns how many events ended applied or
+    parked. Raises (after every other org is done) UnknownCustomer or the first org's
+    failure (e.g. StripeTransient), so the message is retried; what was applied stays."""
+    with UnitOfWork(database) as uow:
+        rows = uow.execute(
+            select(stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.stripe_customer_id).where(
+                stripe_events.c.event_id.in_(sorted(set(event_ids))), stripe_events.c.state == "pending"
+            )
+        ).all()
+        if not rows:
+            return Counter()
+        routes = accounts.orgs_for_customers(
+            uow=uow, stripe_customer_ids=[row.stripe_customer_id for row in rows if row.stripe_customer_id]
+        )
+    outcome: Counter[str] = Counter()
+    customer_of_org = {routes[row.stripe_customer_id]: row.stripe_customer_id for row in rows if row.stripe_customer_id in routes}
+    own: dict[str, set[str]] = {}
+    for row in rows:
+        if row.stripe_customer_id in routes:
+            own.setdefault(routes[row.stripe_customer_id], set()).add(row.event_id)
+    failure: Exception | None = None
+    for org_id in sorted(customer_of_org):
+        try:
+            outcome.update(_apply_org(database, gateway, org_id, customer_of_org[org_id], own[org_id], seat_sync_delay))
+        except Exception as error:  # noqa: BLE001 - one org's failure must not hold back the others
+            log.warning("applying an org's stripe events failed; the message is retried",
+                        extra={"org_id": org_id, "error": str(error) or type(error).__name__})
+            failure = failure or error
+    unknown = [row for row in rows if row.stripe_customer_id not in routes]
+    waiting = _count_unknown(database, unknown, max_attempts, outcome) if unknown else 0
+    if failure is not None:
+        raise failure
+    if waiting:
+        raise UnknownCustomer(f"no organization owns the Stripe customer of {waiting} event(s) (yet)")
+    return outcome
+
+
+@dataclass
+class _Named:
+    """The pending events that name one Stripe object, in the order they were stored."""
+
+    positions: list[int] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+
+    def add(self, position: int, event_id: str) -> None:
+        self.positions.append(position)
+        self.event_ids.append(event_id)
+
+    @property
+    def latest(self) -> str:
+        """The last stored of them: the change is audited as reported by it."""
+        return self.event_ids[self.positions.index(max(self.positions))]
+
+
+def _apply_org(
+    database: Database, gateway: StripeGateway, org_id: str, customer: str, own: set[str], seat_sync_delay: float
+) -> Counter[str]:
+    with UnitOfWork(database, org_id=org_id) as uow:
+        # The org's lock first, then the clock: whoever applies this org next reads Stripe
+        # after us, so no older snapshot can overwrite a newer one.
+        subscriptions.get(uow=uow, org_id=org_id, for_update=True)
+        read_from = uow.execute(select(func.clock_timestamp())).scalar_one()
+        # Rows another unit of work holds are its to apply (SKIP LOCKED).
+        pending = uow.execute(
+            select(stripe_events.c.event_id, stripe_events.c.event_type, *_OBJECT_FIELDS)
+            .where(
+                stripe_events.c.state == "pending",
+                stripe_events.c.stripe_customer_id == customer,
+                stripe_events.c.received_at <= read_from,
+            )
+            .order_by(stripe_events.c.received_at)
+            .with_for_update(skip_locked=True)
+        ).all()
+        if own.isdisjoint(row.event_id for row in pending):
+            # This message's events are applied (or held) by now: the rest of what is
+            # pending has messages of its own, due later, so nothing is re-read for it
+            # yet. Without this, every message would re-read every org with anything
+            # pending, and a burst would cost a read per message instead of per delay.
+            return Counter()
+        named: dict[Target, _Named] = {}
+        for position, row in enumerate(pending):
+            handler = HANDLERS.get(row.event_type)  # only handled types are stored pending
+            target = handler(_object_of(row)) if handler is not None else None
+            if target is not None:
+                named.setdefault(target, _Named()).add(position, row.event_id)
+        parked = _reread_and_apply(uow, gateway, org_id, named, seat_sync_delay)
+        now = dt.datetime.now(dt.timezone.utc)
+        applied = [row.event_id for row in pending if row.event_id not in parked]
+        if applied:
+            uow.execute(
+                update(stripe_events)
+                .where(stripe_events.c.event_id.in_(applied))
+                .values(state="applied", org_id=org_id, applied_at=now, last_error=None, attempts=stripe_events.c.attempts + 1)
+            )
+        for event_id, reason in parked.items():
+            uow.execute(
+                update(stripe_events)
+                .where(stripe_events.c.event_id == event_id)
+                .values(state="parked", org_id=org_id, last_error=reason, attempts=stripe_events.c.attempts + 1)
+            )
+        uow.commit()
+    types = {row.event_id: row.event_type for row in pending}
+    for event_id, reason in parked.items():
+        log.error("stripe event parked: Stripe refused the re-read",
+                  extra={"event_id": event_id, "event_type": types[event_id], "error": reason})
+    counts: Counter[tuple[str, str]] = Counter((types[event_id], "parked") for event_id in parked)
+    counts.update((types[event_id], "applied") for event_id in applied)
+    for (event_type, result), count in counts.items():
+        metrics.webhook_event(event_type, result, count)
+    return Counter({"applied": len(applied), "parked": len(parked)})
+
+
+def _reread_and_apply(
+    uow: UnitOfWork, gateway: StripeGateway, org_id: str, named: dict[Target, _Named], seat_sync_delay: float
+) -> dict[str, str]:
+    """Re-read each named object once and apply it; returns the events to park (event id ->
+    why): those whose object Stripe refused to return (deleted, say: nothing to converge to)."""
+    parked: dict[str, str] = {}
+    for target in [target for target in named if target.kind == "invoice"]:
+        try:
+            invoice = gateway.retrieve_invoice(target.object_id)
+        except StripePermanent as error:
+            parked.update(dict.fromkeys(named[target].event_ids, error.message))
+            continue
+        invoices.apply_invoice_snapshot(uow=uow, org_id=org_id, invoice=invoice)
+        subscription_id = invoices.subscription_of(invoice)
+        if subscription_id:
+            # Its subscription is re-read with the others (once, if events name it too).
+            into = named.setdefault(Target("subscription", subscription_id), _Named())
+            for position, event_id in zip(named[target].positions, named[target].event_ids):
+                into.add(position, event_id)
+    member_count: int | None = None
+    for target in [target for target in named if target.kind == "subscription"]:
+        try:
+            snapshot = gateway.retrieve_subscription(target.object_id)
+        except StripePermanent as error:
+            parked.update(dict.fromkeys(named[target].event_ids, error.message))
+            continue
+        context = actors_context.stripe_event(named[target].latest)
+        subscriptions.apply_subscription_snapshot(uow=uow, org_id=org_id, snapshot=snapshot, context=context)
+        # Members added between checkout and now: one coalesced seat sync.
+        seats = subscriptions.seat_quantity(snapshot)
+        if seats is not None:
+            member_count = subscriptions.member_count(uow=uow) if member_count is None else member_count
+            if seats != member_count:
+                service.request_seat_sync(uow=uow, org_id=org_id, context=context, delay_seconds=seat_sync_delay)
+    return parked
+
+
+def _count_unknown(database: Database, rows: Sequence[Any], max_attempts: int, outcome: Counter[str]) -> int:
+    """One more attempt for events no org owns the customer of; park those out of attempts.
+    Returns how many are still waiting (the message is retried for them)."""
+    attempts = stripe_events.c.attempts + 1
+    with UnitOfWork(database) as uow:
+        changed = uow.execute(
+            update(stripe_events)
+            .where(stripe_events.c.event_id.in_([row.event_id for row in rows]), stripe_events.c.state == "pending")
+            .values(
+                attempts=attempts,
+                state=case((attempts >= max_attempts, "parked"), else_="pending"),
+                last_error="no organization owns Stripe customer " + func.coalesce(stripe_events.c.stripe_customer_id, "(none)"),
+            )
+            .returning(stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.stripe_customer_id,
+                       stripe_events.c.state)
+        ).all()
+        uow.commit()
+    waiting = 0
+    for row in changed:
+        if row.state == "parked":
+            outcome["parked"] += 1
+            metrics.webhook_event(row.event_type, "parked")
+            log.error("stripe event parked: unknown customer",
+                      extra={"event_id": row.event_id, "event_type": row.event_type, "customer": row.stripe_customer_id})
+        else:
+            waiting += 1
+    return waiting
