@@ -39,9 +39,3 @@ def is_transaction_conflict(error: BaseException) -> bool:
     error = _driver_error(error)
     return isinstance(error, psycopg.Error) and error.sqlstate in _CONFLICT_SQLSTATES
 
-
-def is_unique_violation(error: BaseException) -> bool:
-    """True when a statement failed on a unique index (another transaction, or this one,
-    already stored the key): only that statement failed, not the connection."""
-    error = _driver_error(error)
-    return isinstance(error, psycopg.Error) and error.sqlstate == "23505"

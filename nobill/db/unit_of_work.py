@@ -186,19 +186,6 @@ class UnitOfWork:
             )
             created.add(name)
 
-    @contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A block whose failure undoes only its own statements (ROLLBACK TO SAVEPOINT) and
-        leaves the transaction usable; the error is raised to the caller to decide."""
-        driver = self._driver()
-        driver.execute("SAVEPOINT nobill_block")
-        try:
-            yield
-        except BaseException:
-            driver.execute("ROLLBACK TO SAVEPOINT nobill_block")
-            raise
-        driver.execute("RELEASE SAVEPOINT nobill_block")
-
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run `callback` once the transaction has committed (e.g. enqueue a job)."""
         self._after_commit.append(callback)
