@@ -201,7 +201,7 @@ def record_usage(*, uow: UnitOfWork, org_id: str, events: EventColumns, now: dt.
         uow.execute(_TAKE_TURNS, {"key": f"nobill.usage.turnover:{org_id}"})
     partitions.ensure(uow=uow, window=window)
     uow.ensure_temp_table(
-        _STAGING, "idempotency_key text, metric text, quantity bigint, occurred_us bigint, properties text"
+        _STAGING, 'idempotency_key text COLLATE "C", metric text, quantity bigint, occurred_us bigint, properties text'
     )
     _stage(uow, rows)
     span = plan.periods

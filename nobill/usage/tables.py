@@ -1,4 +1,4 @@
-"""Tables of the usage domain (kept in step with migrations/versions/0004_usage.py).
+"""Tables of the usage domain (kept in step with migrations/versions/0004_usage.py, 0005).
 
 `usage_events` is partitioned by LIST (dedupe_window); its partitions `usage_events_w<N>`
 are created and dropped at run time (nobill/usage/partitions.py) and are not declared here."""
@@ -25,8 +25,9 @@ from nobill.db.base import metadata
 usage_events = Table(
     "usage_events",
     metadata,
-    Column("org_id", Text, nullable=False),
-    Column("idempotency_key", Text, nullable=False),
+    # Opaque identifiers, compared byte by byte (migration 0005): cheaper index descents.
+    Column("org_id", Text(collation="C"), nullable=False),
+    Column("idempotency_key", Text(collation="C"), nullable=False),
     Column("dedupe_window", Integer, nullable=False),
     Column("metric", Text, nullable=False),
     Column("quantity", BigInteger, nullable=False),

@@ -127,3 +127,20 @@ def test_a_draft_revision_of_an_unchanged_schema_has_nothing_to_do(database_url:
     text = path.read_text()
     assert path.parent == copy / "versions" and f'down_revision = "{head}"' in text.replace("'", '"')
     assert "op." not in text.split("def upgrade", 1)[1].split("def downgrade", 1)[0]
+
+
+def _collations(url: str) -> dict[tuple[str, str], str]:
+    """(table, column) -> collation, for every column with one other than the database's."""
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            """SELECT table_name, column_name, collation_name FROM information_schema.columns
+               WHERE table_schema = 'public' AND collation_name IS NOT NULL"""
+        ).fetchall()
+    return {(table, column): collation for table, column, collation in rows if not excluded("table", table)}
+
+
+def test_column_collations_match_between_tables_and_migrations(database_url: str, database_from_tables: str) -> None:
+    # Alembic's autogenerate does not compare collations either.
+    migrated = _collations(database_url)
+    assert migrated.get(("usage_events", "idempotency_key")) == "C"
+    assert migrated == _collations(database_from_tables)
