@@ -222,6 +222,8 @@ def test_unknown_kids_do_not_refetch_within_the_cooldown(jwks_server: _JwksServe
     assert jwks_server.fetches == fetches
 
 
+# The weak key is the point: signing with it (as an attacker would) warns, by design.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_the_key_policy_applies_to_keys_from_the_url(jwks_server: _JwksServer, rsa_key: rsa.RSAPrivateKey) -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     jwks_server.keys = [
