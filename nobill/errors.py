@@ -32,12 +32,15 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """The request itself is wrong (a field is empty, too long, malformed)."""
 
-    reason = "INVALID_ARGUMENT"
+    # NOTE: never the code's own name: a reason a client can branch on says what is wrong.
+    # A raise site naming a field and no sharper reason gets FIELD_INVALID (the field is in
+    # the ErrorInfo metadata and the BadRequest violation).
+    reason = "REQUEST_INVALID"
 
     def __init__(
         self, message: str, *, field: str | None = None, reason: str | None = None, metadata: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message, reason=reason, metadata=metadata)
+        super().__init__(message, reason=reason or ("FIELD_INVALID" if field else None), metadata=metadata)
         self.field = field
 
 

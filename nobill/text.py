@@ -31,12 +31,13 @@ def clean_text(value: str, *, field: str, max_length: int, required: bool = True
                 f"{field} must not contain control, formatting or invisible characters "
                 f"(found U+{ord(character):04X})",
                 field=field,
+                reason="FIELD_CHARACTER_NOT_ALLOWED",
             )
     cleaned = " ".join(normalized.split())
     if not cleaned:
         if required:
-            raise InvalidArgument(f"{field} is required", field=field)
+            raise InvalidArgument(f"{field} is required", field=field, reason="FIELD_REQUIRED")
         return ""
     if len(cleaned) > max_length:
-        raise InvalidArgument(f"{field} must be at most {max_length} characters", field=field)
+        raise InvalidArgument(f"{field} must be at most {max_length} characters", field=field, reason="FIELD_TOO_LONG")
     return cleaned

@@ -64,7 +64,8 @@ def request_decoder(deserializer: Callable[[bytes], Any] | None) -> Callable[[by
             return deserializer(raw)
         except (DecodeError, UnicodeDecodeError, ValueError) as error:
             raise InvalidArgument(
-                "the request could not be decoded (truncated message or a string field that is not UTF-8)"
+                "the request could not be decoded (truncated message or a string field that is not UTF-8)",
+                reason="REQUEST_UNDECODABLE",
             ) from error
 
     return decode

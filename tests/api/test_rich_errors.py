@@ -48,7 +48,8 @@ def test_invalid_argument_names_the_field_in_a_bad_request_violation(channel) ->
     (violation,) = details["BadRequest"].field_violations
     assert violation.field == "name" and violation.description == "name is required"
     info = details["ErrorInfo"]
-    assert info.reason == "INVALID_ARGUMENT" and info.domain == ERROR_DOMAIN
+    # A stable reason that says what is wrong, not the status code again.
+    assert info.reason == "FIELD_REQUIRED" and info.domain == ERROR_DOMAIN
     assert info.metadata["field"] == "name" and info.metadata["request_id"] == request_id
     assert "RetryInfo" not in details
     # The request id is still echoed next to the details.
@@ -60,6 +61,7 @@ def test_an_invalid_org_id_is_a_violation_of_org_id(channel) -> None:
     error = failure(lambda: owner.tenancy.GetOrganization(tenancy_pb2.GetOrganizationRequest(org_id="nope")))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _details(error)["BadRequest"].field_violations[0].field == "org_id"
+    assert _details(error)["ErrorInfo"].reason == "FIELD_INVALID"
 
 
 def test_an_org_the_caller_cannot_see_has_a_stable_reason(channel) -> None:
