@@ -51,7 +51,9 @@ class StripeGateway:
 
     # --- the one way out ------------------------------------------------------------
 
-    def _call(self, endpoint: str, call: Callable[[Any], Any]) -> Any:
+    def _call(self, endpoint: str, call: Callable[[Any], Any], *, expected_codes: tuple[str, ...] = ()) -> Any:
+        """Make one Stripe call; `expected_codes` are answers the caller handles (a lookup
+        of something that may not exist yet): logged at DEBUG, not as a failure."""
         if self._client is None:
             raise StripeNotConfigured("STRIPE_API_KEY is not set; Stripe calls are off in this process")
         if not self.breaker.allow():
@@ -69,8 +71,14 @@ class StripeGateway:
             else:
                 self.breaker.record_success()  # Stripe answered; it is up
             # Transient failures say Stripe is unwell; permanent ones are answers (404, 400).
+            if isinstance(failure, StripeTransient):
+                level = logging.WARNING
+            elif failure.code in expected_codes:
+                level = logging.DEBUG
+            else:
+                level = logging.INFO
             log.log(
-                logging.WARNING if isinstance(failure, StripeTransient) else logging.INFO,
+                level,
                 "stripe call failed",
                 extra={
                     "endpoint": endpoint,
@@ -228,7 +236,11 @@ class StripeGateway:
         from nobill.stripe.errors import StripePermanent
 
         try:
-            return self._plain(self._call("products.retrieve", lambda v1: v1.products.retrieve(product_id)))
+            return self._plain(
+                self._call(
+                    "products.retrieve", lambda v1: v1.products.retrieve(product_id), expected_codes=("resource_missing",)
+                )
+            )
         except StripePermanent as error:
             if error.code == "resource_missing":
                 return None
