@@ -89,7 +89,8 @@ class Scheduler:
             try:
                 sent = self.tick()
                 if sent:
-                    log.info("scheduled", extra={"jobs": sent})
+                    # Every second at least one job is due: DEBUG, or INFO would be mostly this.
+                    log.debug("scheduled", extra={"jobs": sent})
             except Exception:  # Redis blips must not end the scheduler
                 log.exception("scheduler tick failed")
                 self.is_leader = False
