@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nobill import startup
 from nobill.config import Settings, parse_address
 from nobill.errors import ConfigError, DomainError, Unavailable
 from nobill.logs import configure_logging
@@ -34,40 +35,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return _serve_processes(settings, processes, addr_source)
     from nobill.api.server import build_server, serve_until
     from nobill.api.usage_server import start_usage_server
-    from nobill.db.database import connect
     from nobill.db.migrate import require_latest_schema
 
     stop = stop_requested()
-    url = settings.require("database_url")
-    require_latest_schema(url)
-    database = connect(url, app_role=settings.db_app_role, pool_size=settings.db_pool_size)
-    running = build_server(settings, database, reuse_port=args.reuse_port, addr_source=addr_source)
-    usage = start_usage_server(settings, database, reuse_port=args.reuse_port)
-    endpoint = _serve_metrics(settings)
-    log.info(
-        "serving",
-        extra={"addr": settings.grpc_addr, "port": running.port, "usage_port": usage.port, "pid": os.getpid()},
-    )
-    serve_until(stop, running)
-    usage.stop(grace=5)
-    if endpoint is not None:
-        endpoint.stop()
-    database.dispose()
+    require_latest_schema(settings.require("database_url"))
+    with startup.start(settings, jwt_keys=True, audit_keys="required", metrics=True, database=True) as runtime:
+        running = build_server(settings, runtime.database, reuse_port=args.reuse_port, addr_source=addr_source)
+        usage = start_usage_server(settings, runtime.database, reuse_port=args.reuse_port)
+        log.info(
+            "serving",
+            extra={"addr": settings.grpc_addr, "port": running.port, "usage_port": usage.port, "pid": os.getpid()},
+        )
+        serve_until(stop, running)
+        usage.stop(grace=5)
     return 0
-
-
-def _serve_metrics(settings: Settings):  # noqa: ANN202 - MetricsEndpoint | None, imported lazily
-    """Serve /metrics on NOBILL_METRICS_ADDR when it is set."""
-    if not settings.metrics_addr:
-        return None
-    from nobill.api.server import bind_problem
-    from nobill.metrics import serve_metrics
-
-    try:
-        return serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
-    except OSError:
-        problem = bind_problem(settings.metrics_addr) or "the address is not available"
-        raise ConfigError("NOBILL_METRICS_ADDR", f"cannot listen on {settings.metrics_addr}: {problem}") from None
 
 
 def _serve_processes(settings: Settings, processes: int, addr_source: str) -> int:
@@ -109,7 +90,8 @@ def _serve_processes(settings: Settings, processes: int, addr_source: str) -> in
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    endpoint = _serve_metrics(settings)
+    # The children start the same way on their own; this process only serves the metrics sum.
+    runtime = startup.start(settings, audit_keys="off", metrics=True)
     children.extend(
         subprocess.Popen([sys.executable, "-m", "nobill.cli", "serve", "--reuse-port"], env=env) for _ in range(processes)
     )
@@ -121,8 +103,7 @@ def _serve_processes(settings: Settings, processes: int, addr_source: str) -> in
             from nobill.metrics import mark_process_dead
 
             mark_process_dead(child.pid)
-    if endpoint is not None:
-        endpoint.stop()
+    runtime.close()
     if metrics_dir:
         import shutil
 
@@ -148,10 +129,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         from nobill.db.migrate import require_latest_schema
 
         require_latest_schema(settings.database_url)
-    endpoint = _serve_metrics(settings)
-    run_worker(settings, threads=threads)
-    if endpoint is not None:
-        endpoint.stop()
+    # The worker's actors build their database and Stripe gateway from these settings (jobs.runtime).
+    with startup.start(settings, audit_keys="optional", metrics=True):
+        run_worker(settings, threads=threads)
     return 0
 
 
@@ -161,25 +141,21 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.jobs.scheduler import run_scheduler
 
-    run_scheduler(settings)
+    with startup.start(settings, audit_keys="off"):
+        run_scheduler(settings)
     return 0
 
 
 # --- stripe ------------------------------------------------------------------------
 
 
-def _stripe_gateway(settings: Settings):  # noqa: ANN202
-    from nobill.stripe.gateway import StripeGateway
-
-    settings.require("stripe_api_key")
-    return StripeGateway.from_settings(settings)
-
-
 def _stripe_sync(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.billing.catalog_sync import sync
 
+    runtime = startup.start(settings, audit_keys="off", stripe=True)
     print(f"syncing the plan catalog to Stripe ({settings.stripe_api_base or 'api.stripe.com'})", flush=True)
-    report = sync(_stripe_gateway(settings), progress=lambda line: print(f"  {line}", flush=True))
+    with runtime:
+        report = sync(runtime.gateway, progress=lambda line: print(f"  {line}", flush=True))
     print(
         f"done: {len(report.created)} created, {len(report.updated)} updated, {len(report.unchanged)} unchanged",
         flush=True,
@@ -187,23 +163,15 @@ def _stripe_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _database(settings: Settings):  # noqa: ANN202
-    from nobill.db.database import connect
-
-    return connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=2)
-
-
 def _stripe_replay(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.billing import inbox
-    from nobill.jobs.broker import configure_broker
 
-    database = _database(settings)
-    if args.list:
-        for event in inbox.parked(database=database):
-            print(f"{event['event_id']}  {event['event_type']}  {event['stripe_customer_id']}  {event['last_error']}")
-        return 0
-    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
-    replayed = inbox.replay(database=database, event_ids=args.event_id or None)
+    with startup.start(settings, database=True, pool_size=2, broker=not args.list) as runtime:
+        if args.list:
+            for event in inbox.parked(database=runtime.database):
+                print(f"{event['event_id']}  {event['event_type']}  {event['stripe_customer_id']}  {event['last_error']}")
+            return 0
+        replayed = inbox.replay(database=runtime.database, event_ids=args.event_id or None)
     print(f"replayed {len(replayed)} parked event(s)")
     for event_id in replayed:
         print(f"  {event_id}")
@@ -211,30 +179,31 @@ def _stripe_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stripe_enterprise_price(args: argparse.Namespace, settings: Settings) -> int:
-    from nobill import ids
     from nobill.billing import enterprise, outbox
     from nobill.db.unit_of_work import UnitOfWork
-    from nobill.errors import InvalidArgument
-    from nobill.jobs.broker import configure_broker
     from nobill.stripe.errors import StripeTransient
 
-    if not ids.is_valid("org", args.org):
-        raise InvalidArgument("--org must be an organization id (org_...)")
-    database = _database(settings)
-    gateway = _stripe_gateway(settings)
-    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
-    context = _operator_context()
-    with UnitOfWork(database, org_id=args.org) as uow:
-        outbox_id = enterprise.set_price(uow=uow, org_id=args.org, amount=args.amount, context=context)
-        uow.commit()
-    print(f"recorded {args.amount} {args.org}; creating the Stripe price...", flush=True)
-    try:
-        outcome = outbox.run(database=database, gateway=gateway, org_id=args.org, outbox_id=outbox_id)
-    except StripeTransient as error:
-        print(f"Stripe is unavailable ({error.message}); the worker will retry", flush=True)
-        return 0
+    _require_org_id(args.org)
+    runtime = startup.start(settings, audit_keys="required", database=True, pool_size=2, stripe=True, broker=True)
+    with runtime:
+        with UnitOfWork(runtime.database, org_id=args.org) as uow:
+            outbox_id = enterprise.set_price(uow=uow, org_id=args.org, amount=args.amount, context=_operator_context())
+            uow.commit()
+        print(f"recorded {args.amount} {args.org}; creating the Stripe price...", flush=True)
+        try:
+            outcome = outbox.run(database=runtime.database, gateway=runtime.gateway, org_id=args.org, outbox_id=outbox_id)
+        except StripeTransient as error:
+            print(f"Stripe is unavailable ({error.message}); the worker will retry", flush=True)
+            return 0
     print(f"Stripe price: {outcome}")
     return 0 if outcome in ("done", "skipped") else 1
+
+
+def _require_org_id(value: str) -> None:
+    from nobill import ids
+
+    if not ids.is_valid("org", value):
+        raise ConfigError("--org", f"must be an organization id (org_...), got {value!r}")
 
 
 def _operator_context():  # noqa: ANN202
@@ -245,18 +214,14 @@ def _operator_context():  # noqa: ANN202
 
 
 def _stripe_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
-    from nobill import ids
     from nobill.billing import outbox
     from nobill.db.unit_of_work import UnitOfWork
-    from nobill.errors import InvalidArgument
-    from nobill.jobs.broker import configure_broker
 
-    if not ids.is_valid("org", args.org):
-        raise InvalidArgument("--org must be an organization id (org_...)")
-    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
-    with UnitOfWork(_database(settings), org_id=args.org) as uow:
-        retried = outbox.retry_failed(uow=uow, org_id=args.org, context=_operator_context())
-        uow.commit()
+    _require_org_id(args.org)
+    with startup.start(settings, audit_keys="required", database=True, pool_size=2, broker=True) as runtime:
+        with UnitOfWork(runtime.database, org_id=args.org) as uow:
+            retried = outbox.retry_failed(uow=uow, org_id=args.org, context=_operator_context())
+            uow.commit()
     print(f"{len(retried)} failed Stripe change(s) queued again")
     for outbox_id in retried:
         print(f"  {outbox_id}")
@@ -265,10 +230,10 @@ def _stripe_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
 
 def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.billing import seats
-    from nobill.jobs.broker import configure_broker
 
-    configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
-    drifts = seats.reconcile(database=_database(settings), gateway=_stripe_gateway(settings))
+    runtime = startup.start(settings, audit_keys="required", database=True, pool_size=2, stripe=True, broker=True)
+    with runtime:
+        drifts = seats.reconcile(database=runtime.database, gateway=runtime.gateway)
     for drift in drifts:
         print(f"{drift.org_id}: Stripe has {drift.stripe_seats} seat(s), {drift.members} member(s); sync queued")
     print(f"{len(drifts)} org(s) drifted")
@@ -281,6 +246,7 @@ def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.db.migrate import draft_revision, upgrade
 
+    startup.start(settings, audit_keys="off")
     if args.draft:
         path = draft_revision(settings.require("database_url"), args.draft)
         print(f"drafted {path}; review it (autogenerate misses RLS policies, grants and CHECK constraints)")
@@ -299,6 +265,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.auth.tokens import mint_token
 
+    startup.start(settings, audit_keys="off")
     secret = settings.jwt_secret or _dev_secret(settings)
     if not secret:
         raise ConfigError("NOBILL_JWT_SECRET", "required to mint tokens (or run `nobill dev` first)")
@@ -335,16 +302,12 @@ def _dev_secret(settings: Settings) -> str | None:
 def _audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.audit import checkpoints, keys
     from nobill.audit import service as audit
-    from nobill.db.database import connect
     from nobill.db.unit_of_work import transaction
 
-    keyring = keys.from_settings(settings.audit_keys)
-    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=1)
-    try:
-        with transaction(database) as uow:
+    with startup.start(settings, audit_keys="required", database=True, pool_size=1) as runtime:
+        keyring = keys.current()
+        with transaction(runtime.database) as uow:
             heads = audit.heads(uow=uow)
-    finally:
-        database.dispose()
     wanted = set(args.org or ())
     taken = [
         checkpoints.sign(keyring, org_id=head.org_id, sequence=head.sequence, hash=head.hash)
@@ -367,12 +330,11 @@ def _audit_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from nobill.audit import checkpoints, keys
     from nobill.audit import service as audit
-    from nobill.db.database import connect
     from nobill.db.unit_of_work import transaction
     from nobill.errors import InvalidArgument
 
-    keyring = keys.from_settings(settings.audit_keys)
-    keys.install(keyring)
+    runtime = startup.start(settings, audit_keys="required")
+    keyring = keys.current()
     try:
         text = sys.stdin.read() if args.checkpoint == "-" else Path(args.checkpoint).read_text()
     except OSError as error:
@@ -383,7 +345,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--checkpoint", error.message) from None
     if args.org:
         entries = [entry for entry in entries if entry.org_id in set(args.org)]
-    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=1)
+    runtime.database = database = startup.connect_database(settings, pool_size=1)
     broken = 0
     try:
         for position, entry in enumerate(entries, 1):
@@ -397,7 +359,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             print(f"[{position}/{len(entries)}] {entry.org_id}: {status} ({report.events_checked} events checked)")
             broken += not report.valid
     finally:
-        database.dispose()
+        runtime.close()
     print(f"{len(entries) - broken} of {len(entries)} organization(s) verified", file=sys.stderr)
     return 1 if broken else 0
 
@@ -432,7 +394,9 @@ def _webhooks(args: argparse.Namespace, settings: Settings) -> int:
         addr_source = "--addr"
     if args.core:
         settings = settings.replace(core_addr=parse_address("--core", args.core))
-    run_webhooks(settings, stop_requested(), addr_source=addr_source)
+    stop = stop_requested()
+    with startup.start(settings, audit_keys="off"):
+        run_webhooks(settings, stop, addr_source=addr_source)
     return 0
 
 
@@ -449,15 +413,9 @@ def _sandbox_missing(args: argparse.Namespace, settings: Settings) -> int:
     raise ConfigError("nobill sandbox", SANDBOX_MISSING)
 
 
-# The sandbox is its own distribution (sandbox/pyproject.toml), for development and tests
-# only; a production install does not have it.
-SANDBOX_MISSING = "the Stripe sandbox is not installed (pip install nobill-sandbox, part of the dev extra)"
-
-
-def sandbox_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("nobill.sandbox") is not None
+# The sandbox is its own distribution (sandbox/pyproject.toml): see nobill.startup.
+SANDBOX_MISSING = startup.SANDBOX_MISSING
+sandbox_installed = startup.sandbox_installed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -586,8 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dev",
         help="run everything on embedded defaults",
         description="Start embedded PostgreSQL and Redis (unless NOBILL_DATABASE_URL / NOBILL_REDIS_URL are set), "
-        "the Stripe sandbox (unless STRIPE_API_KEY is set), migrations, the gRPC server and the worker; "
-        "print the address and a development token and write them to <data dir>/dev.json.",
+        "the Stripe sandbox (unless STRIPE_API_KEY is set; it keeps its port in the data dir), migrations, "
+        "the catalog sync, then the gRPC and usage servers, the worker, the scheduler and the Stripe webhook "
+        "sidecar (NOBILL_WEBHOOKS_ADDR). Print the addresses and a development token and write them to "
+        "<data dir>/dev.json; write the settings other commands need to act on it to <data dir>/dev.env. "
+        "Ctrl-C (SIGINT) or SIGTERM stops it: new work is refused, work in hand drains, the embedded "
+        "servers stop last.",
     )
     dev.add_argument("--data-dir", help="where to keep all state (default: NOBILL_DATA_DIR or .nobill)")
     dev.add_argument("--addr", help="gRPC host:port (default: NOBILL_GRPC_ADDR)")
@@ -624,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        # Until a command's own start-up (nobill.startup) replaces it: errors in flags and
+        # settings are still logged in the configured format.
         configure_logging(settings.log_level, settings.log_format)
         return args.handler(args, settings)
     except ConfigError as error:

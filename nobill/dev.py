@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import secrets
+import shlex
 from pathlib import Path
 from typing import IO, Any
 
+from nobill import startup
 from nobill.auth.permissions import ORG_PERMISSIONS, SERVICE_SCOPES
 from nobill.config import Settings
 from nobill.errors import ConfigError
-from nobill.logs import configure_logging
 from nobill.shutdown import stop_requested
 
 log = logging.getLogger("nobill.dev")
@@ -53,7 +54,7 @@ def log_to_file(settings: Settings, data_dir: Path) -> Path:
     import warnings
 
     path = data_dir / "dev.log"
-    configure_logging(settings.log_level, settings.log_format, log_file=path, console_level=logging.ERROR)
+    startup.setup_logging(settings, log_file=path, console_level=logging.ERROR)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     return path
@@ -92,6 +93,28 @@ def _audit_keys(settings: Settings, data_dir: Path) -> tuple[tuple[str, bytes], 
     return Settings.from_env({"NOBILL_AUDIT_KEY": path.read_text().strip()}).audit_keys
 
 
+def _start_sandbox(data_dir: Path) -> Any:
+    """The sandbox on the port it had last time (kept in the data dir), so URLs it handed
+    out (Checkout, the portal) keep working across restarts; a free port if that one is taken."""
+    from nobill.sandbox.server import start_sandbox
+
+    port_file = data_dir / "sandbox_port"
+    try:
+        port = int(port_file.read_text().strip()) if port_file.exists() else 0
+    except ValueError:
+        port = 0
+    state_file = str(data_dir / "sandbox.json")
+    try:
+        sandbox = start_sandbox(host="127.0.0.1", port=port, state_file=state_file)
+    except OSError as error:
+        if not port:
+            raise
+        _progress(f"sandbox port {port} is taken ({error.strerror or error}); URLs it handed out before will not work")
+        sandbox = start_sandbox(host="127.0.0.1", port=0, state_file=state_file)
+    port_file.write_text(f"{sandbox.url.rpartition(':')[2]}\n")
+    return sandbox
+
+
 def prepare(settings: Settings, *, keep: list[Any] | None = None) -> tuple[Settings, list[Any]]:
     """Start whatever is not configured (PostgreSQL, Redis, the Stripe sandbox), apply
     migrations; returns the completed settings and handles to keep alive (also appended to
@@ -114,14 +137,12 @@ def prepare(settings: Settings, *, keep: list[Any] | None = None) -> tuple[Setti
         keep.append(redis)
         changes["redis_url"] = url
     if not settings.stripe_api_key:
-        from nobill.cli import SANDBOX_MISSING, sandbox_installed
-
-        if not sandbox_installed():
-            raise ConfigError("STRIPE_API_KEY", f"set it to a Stripe test key, or install the sandbox: {SANDBOX_MISSING}")
-        from nobill.sandbox.server import start_sandbox
-
+        if not startup.sandbox_installed():
+            raise ConfigError(
+                "STRIPE_API_KEY", f"set it to a Stripe test key, or install the sandbox: {startup.SANDBOX_MISSING}"
+            )
         _progress("starting the Stripe sandbox")
-        sandbox = start_sandbox(host="127.0.0.1", port=0, state_file=str(data_dir / "sandbox.json"))
+        sandbox = _start_sandbox(data_dir)
         keep.append(sandbox)
         changes["stripe_api_key"] = DEV_STRIPE_KEY
         changes["stripe_api_base"] = sandbox.url
@@ -155,15 +176,14 @@ def dev_tokens(settings: Settings) -> dict[str, str]:
     }
 
 
-def sync_catalog(settings: Settings) -> None:
+def sync_catalog(gateway: Any) -> None:
     """`nobill stripe sync` against the dev Stripe (the sandbox unless STRIPE_API_KEY is set)."""
     from nobill.billing.catalog_sync import sync
     from nobill.stripe.errors import StripeFailure
-    from nobill.stripe.gateway import StripeGateway
 
     _progress("syncing the plan catalog to Stripe")
     try:
-        report = sync(StripeGateway.from_settings(settings))
+        report = sync(gateway)
     except StripeFailure as error:
         _progress(f"catalog sync failed ({error.message}); run `nobill stripe sync` later")
         return
@@ -183,20 +203,21 @@ def run_dev(
         settings, _ = prepare(settings, keep=keep)
         _serve(settings, stop, ready_file=ready_file, addr_source=addr_source)
     finally:
+        # The embedded servers stop last, once everything that uses them has stopped.
         for handle in reversed(keep):
             close = getattr(handle, "stop", None) or getattr(handle, "shutdown", None)
             if callable(close):
                 close()
         lock.close()
+    print("stopped.", flush=True)
 
 
-def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str]) -> tuple[Settings, Any]:
+def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str], gateway: Any) -> tuple[Settings, Any]:
     """Start the webhook sidecar (forwarding to the core once `core["addr"]` is known). On
     the dev sandbox, also point a webhook endpoint at it and trust that endpoint's secret;
     with a real Stripe key, deliveries reach it through `stripe listen --forward-to`."""
     from nobill.billing import webhook_endpoint
     from nobill.stripe.errors import StripeFailure
-    from nobill.stripe.gateway import StripeGateway
     from nobill.webhooks.core_client import CoreClient
     from nobill.webhooks.runner import service_token
     from nobill.webhooks.sidecar import start_sidecar
@@ -214,7 +235,7 @@ def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str]) ->
         saved = json.loads(remembered.read_text())
         known = webhook_endpoint.WebhookEndpoint(saved["id"], saved["secret"])
     try:
-        endpoint = webhook_endpoint.register(gateway=StripeGateway.from_settings(settings), url=sidecar.url, known=known)
+        endpoint = webhook_endpoint.register(gateway=gateway, url=sidecar.url, known=known)
     except StripeFailure as error:
         sidecar.stop(grace=1)
         raise ConfigError("STRIPE_API_KEY", f"cannot register the webhook endpoint on the sandbox: {error.message}") from None
@@ -224,17 +245,22 @@ def _start_webhooks(settings: Settings, data_dir: Path, core: dict[str, str]) ->
 
 
 def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source: str) -> None:
-    """Run the server and the worker until `stop` is set."""
+    """Run the servers, the worker, the scheduler and the sidecar until `stop` is set."""
+    # Logging went to dev.log in run_dev; the rest starts the way every command does.
+    with startup.start(settings, logs=False, jwt_keys=True, audit_keys="required", metrics=True, database=True, stripe=True) as runtime:
+        _serve_with(runtime, stop, ready_file=ready_file, addr_source=addr_source)
+
+
+def _serve_with(runtime: startup.Runtime, stop: Any, *, ready_file: str | None, addr_source: str) -> None:
     from nobill.api.server import build_server
     from nobill.api.usage_server import start_usage_server
-    from nobill.db.database import connect
     from nobill.jobs.runner import start_worker
     from nobill.jobs.scheduler import start_scheduler
 
-    database = connect(settings.require("database_url"), app_role=settings.db_app_role, pool_size=settings.db_pool_size)
-    sync_catalog(settings)
+    settings, database = runtime.settings, runtime.database
+    sync_catalog(runtime.gateway)
     core: dict[str, str] = {}
-    settings, sidecar = _start_webhooks(settings, Path(settings.data_dir).resolve(), core)
+    settings, sidecar = _start_webhooks(settings, Path(settings.data_dir).resolve(), core, runtime.gateway)
     _progress("starting the gRPC server, the worker and the scheduler")
     try:
         running = build_server(settings, database, addr_source=addr_source)
@@ -244,11 +270,6 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     except BaseException:
         sidecar.stop(grace=1)
         raise
-    endpoint = None
-    if settings.metrics_addr:
-        from nobill.metrics import serve_metrics
-
-        endpoint = serve_metrics(settings.metrics_addr, redis_url=settings.redis_url, redis_namespace=settings.redis_namespace)
     worker = start_worker(
         settings.require("redis_url"), threads=2, namespace=settings.redis_namespace, settings=settings, database=database
     )
@@ -273,6 +294,7 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
     dev_json = Path(settings.data_dir).resolve() / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2))
     dev_json.chmod(0o600)
+    write_dev_env(settings, address, Path(settings.data_dir).resolve() / "dev.env")
     print(f"NOBill is running.\n  gRPC:        {address}\n  usage gRPC:  {usage_address}\n  Stripe:      {settings.stripe_api_base or 'api.stripe.com'}")
     print(f"  webhooks:    {sidecar.url}")
     print(f"  dev.json:    {dev_json}\n  token (dev-user, dev@nobill.local):\n{info['token']}", flush=True)
@@ -281,11 +303,32 @@ def _serve(settings: Settings, stop: Any, *, ready_file: str | None, addr_source
 
     stop.wait()
     print("stopping...", flush=True)
+    # Refuse new work first (webhooks, then calls), let calls in flight finish, stop
+    # enqueueing, then let the worker finish what it holds. The caller stops the metrics
+    # endpoint and the database, and run_dev the embedded servers, after this.
     sidecar.stop(grace=5)
     running.stop(grace=5)
     usage.stop(grace=5)
     scheduler.join(timeout=5)
     worker.stop(timeout=10_000)
-    if endpoint is not None:
-        endpoint.stop()
-    database.dispose()
+    worker.broker.close()
+
+
+def write_dev_env(settings: Settings, grpc_addr: str, path: Path) -> None:
+    """The settings another `nobill` command needs to act on this platform, as a file a
+    shell can source (`. .nobill/dev.env`): the same database, queues, Stripe and keys."""
+    values = {
+        "NOBILL_DATABASE_URL": settings.database_url,
+        "NOBILL_REDIS_URL": settings.redis_url,
+        "NOBILL_REDIS_NAMESPACE": settings.redis_namespace,
+        "STRIPE_API_KEY": settings.stripe_api_key,
+        "NOBILL_STRIPE_API_BASE": settings.stripe_api_base,
+        "NOBILL_STRIPE_WEBHOOK_SECRETS": ",".join(settings.stripe_webhook_secrets),
+        "NOBILL_JWT_SECRET": settings.jwt_secret,
+        "NOBILL_AUDIT_KEY": ",".join(f"{key_id}:{secret.decode()}" for key_id, secret in settings.audit_keys),
+        "NOBILL_CORE_ADDR": grpc_addr,
+    }
+    lines = ["# Written by `nobill dev`: the settings other nobill commands need to act on it.", "# . " + str(path)]
+    lines += [f"export {name}={shlex.quote(value or '')}" for name, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
