@@ -511,3 +511,31 @@ def test_sandbox_serves_the_stripe_api_and_stops_on_sigterm(tmp_path: Path) -> N
         assert client.v1.customers.retrieve(created[-1]).email == "sandbox@example.com"
     finally:
         stop_nobill(process)
+
+
+# --- the README's tour, as a new user runs it ---------------------------------------------------
+
+
+def readme_tour_blocks() -> list[str]:
+    """The Python blocks of "A short tour" and "Sending usage", in order."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = []
+    for section in ("## A short tour", "## Sending usage"):
+        text = readme.split(section, 1)[1].split("\n## ", 1)[0]
+        blocks += re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    return blocks
+
+
+def test_the_readme_tour_runs_against_dev(platform: Platform, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    blocks = readme_tour_blocks()
+    assert len(blocks) == 4
+    monkeypatch.chdir(platform.data_dir.parent)  # where `.nobill/dev.json` is, as after `make dev`
+    namespace: dict = {}
+    for number, block in enumerate(blocks, 1):
+        exec(compile(block, f"README.md python block {number}", "exec"), namespace)  # noqa: S102
+    out = capsys.readouterr().out
+    assert "TRIALING" in out and "member.added" in out and "valid: true" in out
+    assert 'reason: "FIELD_REQUIRED"' in out and 'field: "name"' in out
+    assert "b'" not in out  # details unpacked, not printed as raw bytes
+    assert namespace["subscription"]().has_payment_method
+    assert namespace["recorder"].stats.accepted == 2 and namespace["recorder"].stats.duplicates == 1
