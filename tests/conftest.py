@@ -5,8 +5,10 @@ server on port 0."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,17 @@ from support import TEST_AUDIT_KEY, TEST_SECRET, with_database
 ROOT = Path(__file__).resolve().parent.parent
 # NOBILL_TEST_EMBEDDED=1 exercises the no-servers path on a machine that has servers.
 FORCE_EMBEDDED = os.environ.get("NOBILL_TEST_EMBEDDED") == "1"
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM ends a run the way Ctrl-C does: fixtures finalize, so embedded servers stop
+    # (by default SIGTERM ends Python at once and an embedded PostgreSQL runs on).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
 
 
 def _listening(host: str, port: int) -> bool:
@@ -64,7 +77,8 @@ def _redis_url() -> tuple[str, Any]:
 def postgres_admin_url() -> Iterator[str]:
     url, handle = _admin_postgres_url()
     yield url
-    del handle
+    if handle is not None:
+        handle.stop()  # stops the server unless another live test process still uses it
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +101,8 @@ def database_url(postgres_admin_url: str) -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     url, handle = _redis_url()
     yield url
-    del handle
+    if handle is not None:
+        handle.stop()
 
 
 @pytest.fixture(scope="session")
