@@ -539,3 +539,10 @@ def test_the_readme_tour_runs_against_dev(platform: Platform, monkeypatch: pytes
     assert "b'" not in out  # details unpacked, not printed as raw bytes
     assert namespace["subscription"]().has_payment_method
     assert namespace["recorder"].stats.accepted == 2 and namespace["recorder"].stats.duplicates == 1
+
+
+def test_dev_help_names_everything_it_starts() -> None:
+    result = run_nobill("dev", "--help", env={})
+    text = " ".join(result.stdout.split())
+    for part in ("scheduler", "webhook sidecar", "worker", "Stripe sandbox", "dev.env"):
+        assert part in text, text
