@@ -30,14 +30,19 @@ def event_columns(events: Sequence[usage_pb2.UsageEvent]) -> ingest.EventColumns
     keys: list[str] = []
     metrics: list[str] = []
     quantities: list[int] = []
-    stamps: list[int] = []
+    stamps: list[int | None] = []
     properties: list[str] = []
     for event in events:
         keys.append(event.idempotency_key)
         metrics.append(event.metric)
         quantities.append(event.quantity)
-        stamp = event.timestamp  # unset: 0, which the domain reads as "now"
-        stamps.append(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        # Presence, not value, decides "unset": 1970-01-01T00:00:00Z sent on purpose is a
+        # (far too old) time like any other, not "now".
+        if event.HasField("timestamp"):
+            stamp = event.timestamp
+            stamps.append(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        else:
+            stamps.append(None)
         properties.append(event.properties)
     return ingest.EventColumns(keys, metrics, quantities, stamps, properties)
 

@@ -27,6 +27,8 @@ MAX_PROPERTIES_LENGTH = 2048
 MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AGE = dt.timedelta(days=35)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+# An event without a timestamp: it happened when the batch was received.
+NOW = None
 
 
 class Reject(enum.IntEnum):
@@ -46,12 +48,13 @@ class Reject(enum.IntEnum):
 @dataclass
 class EventColumns:
     """A batch as parallel columns (no object per event). `occurred_us` is microseconds
-    since the epoch, 0 meaning "now"; `properties` "" meaning none."""
+    since the epoch, None (NOW) meaning "unset: the time of receipt" (0 is the epoch
+    itself, refused as too old); `properties` "" meaning none."""
 
     keys: Sequence[str]
     metrics: Sequence[str]
     quantities: Sequence[int]
-    occurred_us: Sequence[int]
+    occurred_us: Sequence[int | None]
     properties: Sequence[str]
 
     def __len__(self) -> int:
@@ -147,7 +150,7 @@ def validate(
         elif "\x00" in key or "\x00" in props:  # PostgreSQL text cannot hold NUL
             rejected.append((index, Reject.INVALID_CHARACTER))
         else:
-            if occurred == 0:
+            if occurred is None:
                 occurred = now_us
             elif occurred > latest:
                 rejected.append((index, Reject.TIMESTAMP_IN_FUTURE))

@@ -91,7 +91,7 @@ def _billed_org(database, database_url: str, url: str, *, plan: str = "enterpris
 
 def _record(database, org_id: str, count: int, metric: str = "api_requests", quantity: int = 3) -> None:
     keys = [uuid.uuid4().hex for _ in range(count)]
-    columns = ingest.EventColumns(keys, [metric] * count, [quantity] * count, [0] * count, [""] * count)
+    columns = ingest.EventColumns(keys, [metric] * count, [quantity] * count, [ingest.NOW] * count, [""] * count)
     with UnitOfWork(database, org_id=org_id) as uow:
         ingest.record_usage(uow=uow, org_id=org_id, events=columns)
         uow.commit()
@@ -276,7 +276,7 @@ def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, data
     org_id, customer = _billed_org(database, database_url, url)
     keys = [uuid.uuid4().hex for _ in range(300)]
     with UnitOfWork(database, org_id=org_id) as uow:  # recorded, not yet aggregated: the worker does both
-        ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(keys, ["api_requests"] * 300, [2] * 300, [0] * 300, [""] * 300))
+        ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(keys, ["api_requests"] * 300, [2] * 300, [ingest.NOW] * 300, [""] * 300))
         uow.commit()
     actors._meters.clear()
     with isolated_worker(settings, database, (Periodic(actors.SWEEP, 0.2), Periodic(actors.REPORT_SWEEP, 0.2))):

@@ -75,8 +75,10 @@ class UsageEvent(_message.Message):
     """Optional free-form text stored with the event (at most 2,048 characters)."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When the usage happened; defaults to the time of receipt. At most 5 minutes ahead,
-        at most 35 days old, and not in a billing period that is already closed.
+        """When the usage happened; when the field is not set, the time of receipt. Presence
+        decides: a timestamp set to 1970-01-01T00:00:00Z is that moment (refused as too old),
+        not "unset". At most 5 minutes ahead, at most 35 days old, and not in a billing
+        period that is already closed.
         """
 
     def __init__(
