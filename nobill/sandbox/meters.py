@@ -24,6 +24,11 @@ from nobill.sandbox.records import MeterEventRecord, MeterRecord
 from nobill.sandbox.routing import Call, route
 from nobill.sandbox.state import SandboxState
 
+# Stripe's error code for an identifier it already holds (its OpenAPI spec documents it as
+# `duplicate_meter_event`); callers must match on the code. The wording is Stripe's v1 one
+# and is not a contract (v2 words the same refusal differently): tests change it.
+DUPLICATE_METER_EVENT = "duplicate_meter_event"
+DUPLICATE_IDENTIFIER_MESSAGE = "An event already exists with identifier {identifier}."
 PAST_WINDOW = 35 * 86_400
 FUTURE_WINDOW = 5 * 60
 _WHOLE_NUMBER = re.compile(r"^-?\d+$")
@@ -210,7 +215,9 @@ def create_meter_event(call: Call) -> dict[str, Any]:
         )
     identifier = params.get("identifier") or str(uuid.uuid4())
     if identifier in state.meter_identifiers:
-        error = errors.invalid_request(f"An event already exists with identifier {identifier}.", param="identifier")
+        error = errors.invalid_request(
+            DUPLICATE_IDENTIFIER_MESSAGE.format(identifier=identifier), param="identifier", code=DUPLICATE_METER_EVENT
+        )
         error.should_retry = False
         raise error
     record = MeterEventRecord(

@@ -23,6 +23,8 @@ from nobill.stripe.gateway import StripeGateway
 CUSTOMER_KEY = "stripe_customer_id"
 VALUE_KEY = "value"
 METER_CACHE_SECONDS = 300.0
+# Stripe's error code for a meter event whose identifier it already holds.
+DUPLICATE_METER_EVENT = "duplicate_meter_event"
 
 
 class Sent(enum.Enum):
@@ -50,7 +52,10 @@ class MeterEvents:
         try:
             self._gateway.create_meter_event(params, idempotency_key=identifier)
         except StripePermanent as failure:
-            if "already exists" in failure.message and identifier in failure.message:
+            # Stripe holds an event with this identifier already (sent under another
+            # Idempotency-Key, or after the key expired): it was delivered. Recognised by
+            # Stripe's error code; its wording is not a contract.
+            if failure.code == DUPLICATE_METER_EVENT:
                 return Sent.ALREADY_SENT
             raise
         return Sent.SENT

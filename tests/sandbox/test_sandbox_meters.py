@@ -62,6 +62,7 @@ def test_a_repeated_identifier_is_rejected_and_not_counted(sandbox, client, cata
     with pytest.raises(stripe.InvalidRequestError) as caught:
         send(client, customer.id, 7, identifier="usage-2026-01-01T00")
     assert caught.value.user_message == "An event already exists with identifier usage-2026-01-01T00."
+    assert caught.value.code == "duplicate_meter_event"  # Stripe's code for it (what callers match on)
     assert caught.value.param == "identifier"
     assert caught.value.headers["Stripe-Should-Retry"] == "false"
     start = first.timestamp // 60 * 60
