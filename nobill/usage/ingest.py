@@ -22,6 +22,13 @@ from nobill.usage.gating import usage_plan
 from nobill.usage.metrics import METRICS
 
 MAX_EVENTS = 10_000
+# NOTE: the largest quantity one event may carry (a trillion: far beyond any count of
+# requests, jobs or reports one event stands for). It makes every sum provably safe:
+# a batch, and so each delta row it writes, sums at most MAX_EVENTS * MAX_QUANTITY = 10^16,
+# within bigint (9.2 * 10^18) with a margin of 900x. Period totals grow with the number of
+# events, which nothing bounds, so they are NUMERIC (migration 0009) and cannot overflow;
+# reports split them into meter events Stripe accepts (nobill.usage.reporting).
+MAX_QUANTITY = 10**12
 MAX_KEY_LENGTH = 128
 MAX_PROPERTIES_LENGTH = 2048
 MAX_AHEAD = dt.timedelta(minutes=5)
@@ -143,7 +150,7 @@ def validate(
             rejected.append((index, Reject.IDEMPOTENCY_KEY_TOO_LONG))
         elif metric not in metrics:
             rejected.append((index, Reject.UNKNOWN_METRIC))
-        elif quantity <= 0:
+        elif not 0 < quantity <= MAX_QUANTITY:
             rejected.append((index, Reject.INVALID_QUANTITY))
         elif len(props) > MAX_PROPERTIES_LENGTH:
             rejected.append((index, Reject.PROPERTIES_TOO_LONG))

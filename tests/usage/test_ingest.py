@@ -71,3 +71,15 @@ def test_reports_are_timestamped_inside_the_periods_whole_minutes() -> None:
     assert periods.report_window(start, end) == (start.replace(minute=24, second=0), end.replace(second=0))
     assert reporting.event_timestamp(start, end, start) == start.replace(minute=24, second=0)
     assert reporting.event_timestamp(start, end, end + dt.timedelta(hours=1)) == end.replace(minute=22, second=59)
+
+
+def test_quantities_from_one_to_the_maximum_are_accepted_and_a_full_batch_fits_bigint() -> None:
+    now = dt.datetime(2026, 12, 15, 12, tzinfo=UTC)
+    quantities = [0, 1, ingest.MAX_QUANTITY, ingest.MAX_QUANTITY + 1, -1, 2**63 - 1]
+    events = ingest.EventColumns([f"k{i}" for i in range(6)], ["api_requests"] * 6, quantities, [ingest.NOW] * 6, [""] * 6)
+
+    rows, result = ingest.validate(events, now)
+
+    assert [row[2] for row in rows] == [1, ingest.MAX_QUANTITY]
+    assert [index for index, reason in result.rejected if reason is ingest.Reject.INVALID_QUANTITY] == [0, 3, 4, 5]
+    assert ingest.MAX_EVENTS * ingest.MAX_QUANTITY < 2**63 - 1  # a batch's sum, and so a delta
