@@ -119,7 +119,7 @@ def main() -> int:
                     keys.append(f"{chooser.randrange(64)}-{counter}")
                 org_id = chooser.choice(orgs)
                 batch = ingest.EventColumns(
-                    keys, [chooser.choice(METRICS)] * len(keys), [1] * len(keys), [0] * len(keys), [""] * len(keys)
+                    keys, [chooser.choice(METRICS)] * len(keys), [1] * len(keys), [ingest.NOW] * len(keys), [""] * len(keys)
                 )
                 with UnitOfWork(database, org_id=org_id) as uow:
                     stored += ingest.record_usage(uow=uow, org_id=org_id, events=batch).accepted

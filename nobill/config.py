@@ -164,6 +164,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_DB_POOL_SIZE", "db_pool_size", "20", "Database connections per process.", _positive_int),
     Setting("NOBILL_REDIS_URL", "redis_url", "", "Redis URL for the job queues. Unset: `nobill dev` starts an embedded Redis.", _redis_url),
     Setting("NOBILL_REDIS_NAMESPACE", "redis_namespace", "nobill", "Prefix of every job-queue key in Redis; processes that share a namespace share queues.", _text),
+    Setting("NOBILL_JOB_POISON_AFTER", "job_poison_after", "5", "A job (actor and arguments) that fails this many times the same way (exception class and message; not outages) is parked instead of retried: an ERROR log line, the metrics `nobill_jobs_parked_total` and `nobill_jobs_waiting_replay`, and `nobill jobs replay` to run it again.", _positive_int),
     Setting("NOBILL_GRPC_ADDR", "grpc_addr", "127.0.0.1:50051", "host:port the gRPC server listens on (port 0 picks a free one).", _address),
     Setting("NOBILL_GRPC_THREADS", "grpc_threads", "32", "Worker threads per server process.", _positive_int),
     Setting("NOBILL_GRPC_PROCESSES", "grpc_processes", "1", "Server processes sharing the port (SO_REUSEPORT).", _positive_int),
@@ -211,6 +212,7 @@ class Settings:
     db_pool_size: int = 20
     redis_url: str | None = None
     redis_namespace: str = "nobill"
+    job_poison_after: int = 5
     grpc_addr: str = "127.0.0.1:50051"
     grpc_threads: int = 32
     grpc_processes: int = 1

@@ -90,6 +90,11 @@ JOBS_PROCESSED = Counter(
     ("queue", "actor", "outcome"),
 )
 JOBS_FAILED = Counter("nobill_jobs_failed_total", "Job messages whose actor raised.", ("queue", "actor"))
+JOBS_PARKED = Counter(
+    "nobill_jobs_parked_total",
+    "Jobs parked by the poison rule (failed the same way NOBILL_JOB_POISON_AFTER times; `nobill jobs replay`).",
+    ("queue", "actor"),
+)
 
 # --- Stripe (recorded by nobill/stripe and the webhook ingestion) --------------------------
 
@@ -134,6 +139,9 @@ class QueueDepthCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("nobill_jobs_queue_depth", "Messages waiting (or delayed) in a job queue.", labels=["queue"])
         dead = GaugeMetricFamily("nobill_jobs_dead_letters", "Messages in a job queue's dead-letter queue.", labels=["queue"])
+        parked = GaugeMetricFamily(
+            "nobill_jobs_waiting_replay", "Jobs parked by the poison rule, waiting for `nobill jobs replay`."
+        )
         try:
             client = self._redis()
             prefix = f"{self._namespace}:"
@@ -146,10 +154,12 @@ class QueueDepthCollector(Collector):
                 full = prefix + queue
                 depth.add_metric([queue], client.hlen(f"{full}.msgs") + client.hlen(f"{full}.DQ.msgs"))
                 dead.add_metric([queue], client.zcard(f"{full}.XQ"))
+            parked.add_metric([], client.scard(f"{prefix}poison:parked"))  # nobill/jobs/poison.py
         except Exception as error:  # a scrape must not fail because Redis is away
             log.warning("cannot read job queue depth", extra={"error": str(error)})
         yield depth
         yield dead
+        yield parked
 
 
 # --- serving -------------------------------------------------------------------------------

@@ -30,14 +30,19 @@ def event_columns(events: Sequence[usage_pb2.UsageEvent]) -> ingest.EventColumns
     keys: list[str] = []
     metrics: list[str] = []
     quantities: list[int] = []
-    stamps: list[int] = []
+    stamps: list[int | None] = []
     properties: list[str] = []
     for event in events:
         keys.append(event.idempotency_key)
         metrics.append(event.metric)
         quantities.append(event.quantity)
-        stamp = event.timestamp  # unset: 0, which the domain reads as "now"
-        stamps.append(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        # Presence, not value, decides "unset": 1970-01-01T00:00:00Z sent on purpose is a
+        # (far too old) time like any other, not "now".
+        if event.HasField("timestamp"):
+            stamp = event.timestamp
+            stamps.append(stamp.seconds * 1_000_000 + stamp.nanos // 1000)
+        else:
+            stamps.append(None)
         properties.append(event.properties)
     return ingest.EventColumns(keys, metrics, quantities, stamps, properties)
 
@@ -47,6 +52,15 @@ def _rejected(result: ingest.BatchResult) -> list[usage_pb2.RejectedEvent]:
         usage_pb2.RejectedEvent(index=index, reason=usage_pb2.RejectReason.ValueType(int(reason)))
         for index, reason in result.rejected
     ]
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _int64(value: int) -> int:
+    """A total as the contract's int64: exact up to 2^63-1, saturated beyond (a period of
+    ~9.2 million maximal events; usage.proto says so)."""
+    return max(min(value, _INT64_MAX), -_INT64_MAX - 1)
 
 
 def _timestamp(moment: dt.datetime) -> Timestamp:
@@ -83,15 +97,15 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             last_reconciliation=None if reconciliation is None else usage_pb2.ReconciliationResult(
                 checked_at=_timestamp(reconciliation.checked_at),
                 in_sync=reconciliation.in_sync,
-                drift_quantity=reconciliation.drift_quantity,
+                drift_quantity=_int64(reconciliation.drift_quantity),
             ),
             totals=[
                 usage_pb2.MetricTotal(
                     metric=total.metric,
-                    quantity=total.quantity,
-                    event_count=total.event_count,
-                    reported_quantity=total.reported_quantity,
-                    pending_quantity=total.pending_quantity,
+                    quantity=_int64(total.quantity),
+                    event_count=_int64(total.event_count),
+                    reported_quantity=_int64(total.reported_quantity),
+                    pending_quantity=_int64(total.pending_quantity),
                     period_start=_timestamp(total.period_start),
                     period_end=_timestamp(total.period_end),
                 )

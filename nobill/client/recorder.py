@@ -29,8 +29,9 @@ log = logging.getLogger("nobill.client.usage")
 _OK = 0
 _RESEND = {4, 8, 14}  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE: nothing was stored
 
-# (idempotency_key, metric, quantity, seconds, nanos, properties)
-_Event = tuple[str, str, int, int, int, str]
+# (idempotency_key, metric, quantity, seconds, nanos, properties); seconds None: no timestamp
+# (the server stamps the time of receipt; presence, not a zero value, says so).
+_Event = tuple[str, str, int, int | None, int, str]
 
 
 @dataclass
@@ -109,7 +110,7 @@ class UsageRecorder:
         """Buffer one event; returns its idempotency key (a new UUID unless given). Use a
         key derived from what the usage is about (a request id) so a retry counts once."""
         key = idempotency_key or uuid.uuid4().hex
-        seconds, nanos = (0, 0) if timestamp is None else (int(timestamp), int((timestamp % 1) * 1e9))
+        seconds, nanos = (None, 0) if timestamp is None else (int(timestamp), int((timestamp % 1) * 1e9))
         with self._cond:
             if self._closing:
                 raise RuntimeError("the recorder is closed")
@@ -128,7 +129,7 @@ class UsageRecorder:
     ) -> None:
         """Buffer one event per key (same org, metric, quantity and time): the cheap way to
         hand over many events at once."""
-        seconds, nanos = (0, 0) if timestamp is None else (int(timestamp), int((timestamp % 1) * 1e9))
+        seconds, nanos = (None, 0) if timestamp is None else (int(timestamp), int((timestamp % 1) * 1e9))
         events = [(key, metric, quantity, seconds, nanos, "") for key in idempotency_keys]
         with self._cond:
             if self._closing:
@@ -267,11 +268,11 @@ class UsageRecorder:
         request = usage_pb2.StreamUsageRequest(org_id=org_id, batch_id=self._next_batch)
         add = request.events.add
         for key, metric, quantity, seconds, nanos, props in taken:
-            if seconds or nanos or props:
+            if seconds is not None:
                 item = add(idempotency_key=key, metric=metric, quantity=quantity, properties=props)
                 item.timestamp.seconds, item.timestamp.nanos = seconds, nanos
             else:
-                add(idempotency_key=key, metric=metric, quantity=quantity)
+                add(idempotency_key=key, metric=metric, quantity=quantity, properties=props)
         self._unacked[request.batch_id] = request
         self._cond.notify_all()  # record() may wait for room
         return request

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications, TimeLimit
 
 from nobill import metrics
+from nobill.jobs.poison import DEFAULT_POISON_AFTER, PoisonAwareRetries, rule_for
 
 
 class JobMetrics(Middleware):
@@ -22,8 +23,9 @@ class JobMetrics(Middleware):
         metrics.JOBS_PROCESSED.labels(message.queue_name, message.actor_name, "skipped").inc()
 
 
-def configure_broker(redis_url: str, *, namespace: str = "nobill") -> RedisBroker:
-    """Create the broker and make it the one actors declared afterwards bind to."""
+def configure_broker(redis_url: str, *, namespace: str = "nobill", poison_after: int = DEFAULT_POISON_AFTER) -> RedisBroker:
+    """Create the broker and make it the one actors declared afterwards bind to. A job
+    that fails the same way `poison_after` times is parked (nobill/jobs/poison.py)."""
     broker = RedisBroker(
         url=redis_url,
         # NOTE: tests and developers share one Redis; a namespace keeps their queues apart.
@@ -34,8 +36,12 @@ def configure_broker(redis_url: str, *, namespace: str = "nobill") -> RedisBroke
             ShutdownNotifications(),
             Callbacks(),
             Pipelines(),
-            # NOTE: actors are idempotent, so retrying with backoff is always safe.
-            Retries(max_retries=20, min_backoff=1_000, max_backoff=5 * 60_000),
+            # NOTE: actors are idempotent, so retrying with backoff is always safe; a job
+            # that cannot succeed is parked instead of retried forever (the poison rule).
+            PoisonAwareRetries(
+                rule=rule_for(redis_url, namespace=namespace, threshold=poison_after),
+                max_retries=20, min_backoff=1_000, max_backoff=5 * 60_000,
+            ),
             JobMetrics(),
         ],
     )

@@ -11,6 +11,7 @@ import dramatiq
 from nobill.config import Settings
 from nobill.jobs.actors import ACTOR_MODULES
 from nobill.jobs.broker import configure_broker
+from nobill.jobs.poison import DEFAULT_POISON_AFTER
 from nobill.shutdown import stop_requested
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,9 @@ def start_worker(
 
     if settings is not None:
         runtime.configure(settings, database=database)
-    broker = configure_broker(redis_url, namespace=namespace)
+    broker = configure_broker(
+        redis_url, namespace=namespace, poison_after=settings.job_poison_after if settings is not None else DEFAULT_POISON_AFTER
+    )
     for name in ACTOR_MODULES:
         module = importlib.import_module(name)
         # A module imported earlier in this process bound its actors to an older broker.

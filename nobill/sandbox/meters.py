@@ -1,8 +1,9 @@
 """Billing Meters, meter events and meter event summaries.
 
-Meter events follow Stripe's rules: whole-number values, timestamps within the past 35
-days and at most 5 minutes ahead (of the customer's test clock, if any), and an
-`identifier` that may be used once (a repeat is rejected with 400, not double counted).
+Meter events follow Stripe's rules: whole-number values of at most 15 digits, timestamps
+within the past 35 days and at most 5 minutes ahead (of the customer's test clock, if
+any), and an `identifier` that may be used once (a repeat is rejected with 400, not double
+counted).
 
 NOTE (deliberate difference): Stripe validates the event name and the customer
 asynchronously and reports problems through meter error reports, which the sandbox
@@ -24,6 +25,12 @@ from nobill.sandbox.records import MeterEventRecord, MeterRecord
 from nobill.sandbox.routing import Call, route
 from nobill.sandbox.state import SandboxState
 
+# Stripe's error code for an identifier it already holds (its OpenAPI spec documents it as
+# `duplicate_meter_event`); callers must match on the code. The wording is Stripe's v1 one
+# and is not a contract (v2 words the same refusal differently): tests change it.
+DUPLICATE_METER_EVENT = "duplicate_meter_event"
+DUPLICATE_IDENTIFIER_MESSAGE = "An event already exists with identifier {identifier}."
+MAX_VALUE_DIGITS = 15
 PAST_WINDOW = 35 * 86_400
 FUTURE_WINDOW = 5 * 60
 _WHOLE_NUMBER = re.compile(r"^-?\d+$")
@@ -198,6 +205,13 @@ def create_meter_event(call: Call) -> dict[str, Any]:
             f"Invalid payload[{value_key}]: meter event values must be whole numbers, got '{raw_value}'.",
             param=f"payload[{value_key}]",
         )
+    if len(raw_value.lstrip("-").lstrip("0")) > MAX_VALUE_DIGITS:
+        # Stripe (API 2026-04-22.dahlia and later) refuses values of more than 15 digits:
+        # it aggregates in double precision, which would corrupt them.
+        raise errors.invalid_request(
+            f"The value in the event payload can have at most {MAX_VALUE_DIGITS} digits. Received {raw_value}.",
+            param=f"payload[{value_key}]", code="meter_event_value_too_many_digits",
+        )
     now = state.now(customer.test_clock)
     timestamp = params.get("timestamp", now)
     if timestamp < now - PAST_WINDOW:
@@ -210,7 +224,9 @@ def create_meter_event(call: Call) -> dict[str, Any]:
         )
     identifier = params.get("identifier") or str(uuid.uuid4())
     if identifier in state.meter_identifiers:
-        error = errors.invalid_request(f"An event already exists with identifier {identifier}.", param="identifier")
+        error = errors.invalid_request(
+            DUPLICATE_IDENTIFIER_MESSAGE.format(identifier=identifier), param="identifier", code=DUPLICATE_METER_EVENT
+        )
         error.should_retry = False
         raise error
     record = MeterEventRecord(

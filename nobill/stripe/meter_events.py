@@ -14,6 +14,7 @@ import datetime as dt
 import enum
 import threading
 import time
+from decimal import Decimal
 from typing import Any
 
 from nobill.stripe.errors import StripePermanent
@@ -23,6 +24,12 @@ from nobill.stripe.gateway import StripeGateway
 CUSTOMER_KEY = "stripe_customer_id"
 VALUE_KEY = "value"
 METER_CACHE_SECONDS = 300.0
+# Stripe's error code for a meter event whose identifier it already holds.
+DUPLICATE_METER_EVENT = "duplicate_meter_event"
+# The largest value one meter event may carry: Stripe refuses values of more than 15
+# digits (API 2026-04-22.dahlia on; it aggregates in double precision). Larger deltas
+# are reported as several events (nobill.usage.reporting).
+MAX_VALUE = 10**15 - 1
 
 
 class Sent(enum.Enum):
@@ -41,6 +48,8 @@ class MeterEvents:
         self, *, event_name: str, identifier: str, stripe_customer_id: str, value: int, timestamp: dt.datetime
     ) -> Sent:
         """Create one meter event; raises StripeTransient (retry later) or StripePermanent."""
+        if not 0 <= value <= MAX_VALUE:
+            raise ValueError(f"a meter event carries 0 to {MAX_VALUE}, not {value}")  # a bug in the caller
         params: dict[str, Any] = {
             "event_name": event_name,
             "identifier": identifier,
@@ -50,7 +59,10 @@ class MeterEvents:
         try:
             self._gateway.create_meter_event(params, idempotency_key=identifier)
         except StripePermanent as failure:
-            if "already exists" in failure.message and identifier in failure.message:
+            # Stripe holds an event with this identifier already (sent under another
+            # Idempotency-Key, or after the key expired): it was delivered. Recognised by
+            # Stripe's error code; its wording is not a contract.
+            if failure.code == DUPLICATE_METER_EVENT:
                 return Sent.ALREADY_SENT
             raise
         return Sent.SENT
@@ -71,4 +83,5 @@ class MeterEvents:
         meter_id = self.meter_id(event_name)
         params = {"customer": stripe_customer_id, "start_time": int(start.timestamp()), "end_time": int(end.timestamp())}
         summaries = self._gateway.meter_event_summaries(meter_id, params)
-        return int(sum(float(item["aggregated_value"]) for item in summaries))
+        # Decimal, not float: exact for whatever Stripe sends as a whole number.
+        return int(sum(Decimal(str(item["aggregated_value"])) for item in summaries))

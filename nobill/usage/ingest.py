@@ -22,11 +22,20 @@ from nobill.usage.gating import usage_plan
 from nobill.usage.metrics import METRICS
 
 MAX_EVENTS = 10_000
+# NOTE: the largest quantity one event may carry (a trillion: far beyond any count of
+# requests, jobs or reports one event stands for). It makes every sum provably safe:
+# a batch, and so each delta row it writes, sums at most MAX_EVENTS * MAX_QUANTITY = 10^16,
+# within bigint (9.2 * 10^18) with a margin of 900x. Period totals grow with the number of
+# events, which nothing bounds, so they are NUMERIC (migration 0009) and cannot overflow;
+# reports split them into meter events Stripe accepts (nobill.usage.reporting).
+MAX_QUANTITY = 10**12
 MAX_KEY_LENGTH = 128
 MAX_PROPERTIES_LENGTH = 2048
 MAX_AHEAD = dt.timedelta(minutes=5)
 MAX_AGE = dt.timedelta(days=35)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+# An event without a timestamp: it happened when the batch was received.
+NOW = None
 
 
 class Reject(enum.IntEnum):
@@ -46,12 +55,13 @@ class Reject(enum.IntEnum):
 @dataclass
 class EventColumns:
     """A batch as parallel columns (no object per event). `occurred_us` is microseconds
-    since the epoch, 0 meaning "now"; `properties` "" meaning none."""
+    since the epoch, None (NOW) meaning "unset: the time of receipt" (0 is the epoch
+    itself, refused as too old); `properties` "" meaning none."""
 
     keys: Sequence[str]
     metrics: Sequence[str]
     quantities: Sequence[int]
-    occurred_us: Sequence[int]
+    occurred_us: Sequence[int | None]
     properties: Sequence[str]
 
     def __len__(self) -> int:
@@ -140,14 +150,14 @@ def validate(
             rejected.append((index, Reject.IDEMPOTENCY_KEY_TOO_LONG))
         elif metric not in metrics:
             rejected.append((index, Reject.UNKNOWN_METRIC))
-        elif quantity <= 0:
+        elif not 0 < quantity <= MAX_QUANTITY:
             rejected.append((index, Reject.INVALID_QUANTITY))
         elif len(props) > MAX_PROPERTIES_LENGTH:
             rejected.append((index, Reject.PROPERTIES_TOO_LONG))
         elif "\x00" in key or "\x00" in props:  # PostgreSQL text cannot hold NUL
             rejected.append((index, Reject.INVALID_CHARACTER))
         else:
-            if occurred == 0:
+            if occurred is None:
                 occurred = now_us
             elif occurred > latest:
                 rejected.append((index, Reject.TIMESTAMP_IN_FUTURE))

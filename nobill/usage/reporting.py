@@ -1,7 +1,9 @@
 """Reporting usage to Stripe Billing Meters, exactly once.
 
 For an org billed for usage (Enterprise with metered prices and a Stripe customer), each
-report carries the not-yet-reported delta of one total (org, metric, period):
+report carries the not-yet-reported delta of one total (org, metric, period), up to what
+one meter event can carry (MAX_VALUE, Stripe's 15 digits; the rest goes in the next
+reports, each with its own identifier):
 
 1. In one transaction: a `pending` report row with a deterministic identifier
    (`nobill-<org>-<metric>-<period>-<n>`) and a timestamp inside the period. At most one
@@ -34,7 +36,7 @@ from nobill.billing.plans import PlanCode, SubscriptionStatus
 from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.errors import StripePermanent
-from nobill.stripe.meter_events import MeterEvents, Sent
+from nobill.stripe.meter_events import MAX_VALUE, MeterEvents, Sent
 from nobill.usage import periods
 from nobill.usage.tables import usage_reconciliations, usage_reports, usage_totals
 
@@ -45,6 +47,9 @@ IDENTIFIER_WINDOW = dt.timedelta(hours=24)
 RESEND_BEFORE = IDENTIFIER_WINDOW - dt.timedelta(hours=1)
 LEASE = dt.timedelta(seconds=60)
 FAILED_PAUSE = dt.timedelta(hours=1)
+# Rounds of one reporting run: each sends at most one meter event per metric.
+MAX_ROUNDS = 10
+_BIGINT = 2**63 - 1
 SYSTEM = AuditContext(Actor(ActorType.SYSTEM, "usage-reporting", "Usage reporting"), "usage-reporting")
 
 
@@ -138,7 +143,9 @@ def plan_reports(*, uow: UnitOfWork, org_id: str, now: dt.datetime) -> None:
                 metric=row.metric,
                 period_start=row.period_start,
                 period_end=row.period_end,
-                quantity=row.quantity - row.reported_quantity,
+                # One meter event carries at most MAX_VALUE: a larger delta goes out as
+                # several reports, one after another, each with its own identifier.
+                quantity=min(int(row.quantity - row.reported_quantity), MAX_VALUE),
                 identifier=f"nobill-{org_id}-{row.metric}-{period}-{sequence}",
                 stripe_customer_id=customer,
                 event_timestamp=event_timestamp(row.period_start, row.period_end, now),
@@ -188,13 +195,28 @@ def _release(*, uow: UnitOfWork, org_id: str, report: Report, error: str, state:
 
 def report_org(*, database: Database, meters: MeterEvents, org_id: str, now: dt.datetime | None = None) -> int:
     """One reporting run for the org; returns how many reports were confirmed. Raises
-    StripeTransient after trying every report if any failed transiently (retry later)."""
+    StripeTransient after trying every report if any failed transiently (retry later).
+    A delta larger than one meter event can carry goes out in several rounds of one run
+    (at most MAX_ROUNDS; the next run goes on)."""
+    confirmed = 0
+    for _ in range(MAX_ROUNDS):
+        sent, full = _report_round(database=database, meters=meters, org_id=org_id, now=now)
+        confirmed += sent
+        if not full:
+            return confirmed
+    return confirmed
+
+
+def _report_round(*, database: Database, meters: MeterEvents, org_id: str, now: dt.datetime | None) -> tuple[int, bool]:
+    """Plan, claim and send the org's reports once: (confirmed, whether a confirmed report
+    was a full meter event, i.e. more of its delta may be waiting)."""
     now = now or _now()
     with UnitOfWork(database, org_id=org_id) as uow:
         plan_reports(uow=uow, org_id=org_id, now=now)
         claimed = _claim(uow=uow, org_id=org_id, now=now)
         uow.commit()
     confirmed = 0
+    full = False
     transient: Exception | None = None
     for report in claimed:
         try:
@@ -224,11 +246,12 @@ def report_org(*, database: Database, meters: MeterEvents, org_id: str, now: dt.
             _mark_sent(uow=uow, org_id=org_id, report=report, now=_now())
             uow.commit()
         confirmed += 1
+        full = full or report.quantity == MAX_VALUE
         log.info("usage reported", extra={"org_id": org_id, "metric": report.metric, "quantity": report.quantity,
                                           "identifier": report.identifier, "outcome": result.value})
     if transient is not None:
         raise transient
-    return confirmed
+    return confirmed, full
 
 
 def _reconcile_stale(*, database: Database, meters: MeterEvents, org_id: str, report: Report, now: dt.datetime) -> int:
@@ -238,11 +261,11 @@ def _reconcile_stale(*, database: Database, meters: MeterEvents, org_id: str, re
     first, last = periods.report_window(start, report.period_end)
     stripe_total = meters.summary(event_name=report.metric, stripe_customer_id=report.stripe_customer_id, start=first, end=last)
     with UnitOfWork(database, org_id=org_id) as uow:
-        reported = uow.execute(
+        reported = int(uow.execute(  # NUMERIC
             select(usage_totals.c.reported_quantity).where(
                 usage_totals.c.org_id == org_id, usage_totals.c.metric == report.metric, usage_totals.c.period_start == start
             )
-        ).scalar_one()
+        ).scalar_one())
         if stripe_total == reported + report.quantity:
             _mark_sent(uow=uow, org_id=org_id, report=report, now=now)  # it landed; the answer was lost
             uow.commit()
@@ -291,13 +314,15 @@ def reconcile_org(*, database: Database, meters: MeterEvents, org_id: str, now: 
     for total in totals:
         first, last = periods.report_window(total.period_start, total.period_end)
         stripe_total = meters.summary(event_name=total.metric, stripe_customer_id=customer, start=first, end=last)
-        if stripe_total != total.reported_quantity:
-            drift += total.reported_quantity - stripe_total
+        reported = int(total.reported_quantity)  # NUMERIC
+        if stripe_total != reported:
+            drift += reported - stripe_total
             differences.append({"metric": total.metric, "period_start": total.period_start.isoformat(),
-                                "reported": total.reported_quantity, "stripe": stripe_total})
+                                "reported": reported, "stripe": stripe_total})
     result = Reconciliation(now, not differences, drift)
     with UnitOfWork(database, org_id=org_id) as uow:
-        values = {"checked_at": now, "in_sync": result.in_sync, "drift_quantity": drift}
+        # The stored drift is a bigint: saturated, never an overflow (the audit has it exact).
+        values = {"checked_at": now, "in_sync": result.in_sync, "drift_quantity": max(min(drift, _BIGINT), -_BIGINT)}
         uow.execute(
             text(
                 "INSERT INTO usage_reconciliations (org_id, checked_at, in_sync, drift_quantity) "

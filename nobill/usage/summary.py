@@ -34,8 +34,8 @@ class Summary:
 
 
 _TOTALS = text(
-    """SELECT metric, period_start, max(period_end), sum(quantity)::bigint, sum(event_count)::bigint,
-              sum(reported)::bigint FROM (
+    # Sums stay NUMERIC (totals are; no cast that could overflow); exact ints in Python.
+    """SELECT metric, period_start, max(period_end), sum(quantity), sum(event_count), sum(reported) FROM (
         SELECT metric, period_start, period_end, quantity, event_count, reported_quantity AS reported FROM usage_totals
         WHERE org_id = :org_id AND period_start >= :start AND period_start < :end
           AND (:metric = '' OR metric = :metric)
@@ -69,10 +69,10 @@ def get(
             metric=name,
             period_start=period_start,
             period_end=period_end,
-            quantity=quantity,
-            event_count=count,
-            reported_quantity=reported,
-            pending_quantity=quantity - reported if billed else 0,
+            quantity=int(quantity),
+            event_count=int(count),
+            reported_quantity=int(reported),
+            pending_quantity=int(quantity - reported) if billed else 0,
         )
         for name, period_start, period_end, quantity, count, reported in rows
     ]

@@ -1,4 +1,4 @@
-"""Tables of the usage domain (kept in step with migrations/versions/0004_usage.py, 0005).
+"""Tables of the usage domain (kept in step with migrations/versions/0004_usage.py, 0005, 0009).
 
 `usage_events` is partitioned by LIST (dedupe_window); its partitions `usage_events_w<N>`
 are created and dropped at run time (nobill/usage/partitions.py) and are not declared here."""
@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Identity,
     Integer,
+    Numeric,
     PrimaryKeyConstraint,
     Table,
     Text,
@@ -61,9 +62,10 @@ usage_totals = Table(
     Column("metric", Text, nullable=False),
     Column("period_start", DateTime(timezone=True), nullable=False),
     Column("period_end", DateTime(timezone=True), nullable=False),
-    Column("quantity", BigInteger, nullable=False),
+    # NUMERIC (migration 0009): a period's total is unbounded (any number of events).
+    Column("quantity", Numeric, nullable=False),
     Column("event_count", BigInteger, nullable=False),
-    Column("reported_quantity", BigInteger, nullable=False, server_default="0"),
+    Column("reported_quantity", Numeric, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("org_id", "metric", "period_start"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),

@@ -377,3 +377,28 @@ def test_enterprise_without_metered_prices_records_but_has_nothing_pending(chann
 
     assert not summary.billed
     assert [(t.quantity, t.pending_quantity) for t in summary.totals] == [(3, 0)]
+
+
+def test_an_explicit_epoch_timestamp_is_too_old_not_now(channel, usage_channel, superuser) -> None:
+    """Presence decides "unset": 1970-01-01T00:00:00Z sent on purpose is treated like one
+    second later (far more than 35 days old), not read as the time of receipt."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    org_id, owner = usage_org(channel, superuser)
+    events = [
+        event("epoch", timestamp=Timestamp(seconds=0, nanos=0)),
+        event("epoch-plus-one", timestamp=Timestamp(seconds=1)),
+        event("unset"),
+    ]
+
+    response = _usage(usage_channel, owner).usage.RecordUsage(usage_pb2.RecordUsageRequest(org_id=org_id, events=events))
+    stream = Stream(usage_channel, owner.token)
+    ack = stream.send(org_id, [event("stream-epoch", timestamp=Timestamp()), event("stream-unset")])
+    stream.close()
+
+    too_old = usage_pb2.REJECT_REASON_TIMESTAMP_TOO_OLD
+    assert [(r.index, r.reason) for r in response.rejected] == [(0, too_old), (1, too_old)]
+    assert [(r.index, r.reason) for r in ack.rejected] == [(0, too_old)]
+    assert (response.accepted, ack.accepted) == (1, 1)
+    stored = superuser.execute("SELECT idempotency_key FROM usage_events WHERE org_id = %s ORDER BY 1", (org_id,)).fetchall()
+    assert stored == [("stream-unset",), ("unset",)]

@@ -151,3 +151,22 @@ def test_record_many_hands_over_a_batch_at_once(channel, usage_server, superuser
 
     assert (recorder.stats.accepted, recorder.stats.duplicates) == (1500, 100)
     assert _stored(superuser, org_id) == (1500, 3000)
+
+
+def test_an_event_with_properties_and_no_timestamp_is_stamped_on_receipt(channel, usage_server, superuser) -> None:
+    """No timestamp is sent as no timestamp (field presence), not as 1970-01-01, which the
+    server refuses as too old; a timestamp given is sent as given."""
+    org_id, owner = usage_org(channel, superuser)
+    now = time.time()
+
+    with UsageRecorder(f"127.0.0.1:{usage_server.port}", owner.token) as recorder:
+        recorder.record(org_id, "api_requests", idempotency_key="with-props", properties='{"region": "eu"}')
+        recorder.record(org_id, "api_requests", idempotency_key="stamped", timestamp=now - 60)
+        recorder.record(org_id, "api_requests", idempotency_key="epoch", timestamp=0.0)
+
+    assert (recorder.stats.accepted, recorder.stats.rejected) == (2, 1)
+    stored = dict(superuser.execute(
+        "SELECT idempotency_key, extract(epoch FROM occurred_at)::float FROM usage_events WHERE org_id = %s", (org_id,)
+    ).fetchall())
+    assert set(stored) == {"with-props", "stamped"}
+    assert abs(stored["with-props"] - now) < 60 and abs(stored["stamped"] - (now - 60)) < 1

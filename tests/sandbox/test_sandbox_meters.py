@@ -62,6 +62,7 @@ def test_a_repeated_identifier_is_rejected_and_not_counted(sandbox, client, cata
     with pytest.raises(stripe.InvalidRequestError) as caught:
         send(client, customer.id, 7, identifier="usage-2026-01-01T00")
     assert caught.value.user_message == "An event already exists with identifier usage-2026-01-01T00."
+    assert caught.value.code == "duplicate_meter_event"  # Stripe's code for it (what callers match on)
     assert caught.value.param == "identifier"
     assert caught.value.headers["Stripe-Should-Retry"] == "false"
     start = first.timestamp // 60 * 60
@@ -244,3 +245,12 @@ def test_a_meter_event_adjustment_cancels_an_event_within_24_hours(client, catal
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.billing.meter_event_adjustments.create({"event_name": "api_calls", "type": "cancel", "cancel": {"identifier": "right"}})
     assert "24 hours" in caught.value.user_message
+
+
+def test_a_value_of_more_than_15_digits_is_refused(sandbox, client, catalog):
+    customer = client.v1.customers.create({})
+    send(client, customer.id, 999_999_999_999_999)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        send(client, customer.id, 1_000_000_000_000_000)
+    assert caught.value.code == "meter_event_value_too_many_digits"
+    assert "at most 15 digits" in caught.value.user_message

@@ -30,7 +30,7 @@ def _org(database) -> str:
 
 
 def _record(database, org_id: str, keys: list[str], metric: str, quantity: int) -> int:
-    events = ingest.EventColumns(keys, [metric] * len(keys), [quantity] * len(keys), [0] * len(keys), [""] * len(keys))
+    events = ingest.EventColumns(keys, [metric] * len(keys), [quantity] * len(keys), [ingest.NOW] * len(keys), [""] * len(keys))
     with UnitOfWork(database, org_id=org_id) as uow:
         result = ingest.record_usage(uow=uow, org_id=org_id, events=events)
         uow.commit()
@@ -165,7 +165,7 @@ def test_a_key_stored_in_the_previous_window_is_still_a_duplicate(database, supe
 
 
 def _batch(keys: list[str], quantity: int = 1) -> ingest.EventColumns:
-    return ingest.EventColumns(keys, ["api_requests"] * len(keys), [quantity] * len(keys), [0] * len(keys), [""] * len(keys))
+    return ingest.EventColumns(keys, ["api_requests"] * len(keys), [quantity] * len(keys), [ingest.NOW] * len(keys), [""] * len(keys))
 
 
 def _race(database, superuser, org_id: str, first, second, *, waits_on: str) -> ingest.BatchResult:  # noqa: ANN001

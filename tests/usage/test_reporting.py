@@ -91,7 +91,7 @@ def _billed_org(database, database_url: str, url: str, *, plan: str = "enterpris
 
 def _record(database, org_id: str, count: int, metric: str = "api_requests", quantity: int = 3) -> None:
     keys = [uuid.uuid4().hex for _ in range(count)]
-    columns = ingest.EventColumns(keys, [metric] * count, [quantity] * count, [0] * count, [""] * count)
+    columns = ingest.EventColumns(keys, [metric] * count, [quantity] * count, [ingest.NOW] * count, [""] * count)
     with UnitOfWork(database, org_id=org_id) as uow:
         ingest.record_usage(uow=uow, org_id=org_id, events=columns)
         uow.commit()
@@ -276,7 +276,7 @@ def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, data
     org_id, customer = _billed_org(database, database_url, url)
     keys = [uuid.uuid4().hex for _ in range(300)]
     with UnitOfWork(database, org_id=org_id) as uow:  # recorded, not yet aggregated: the worker does both
-        ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(keys, ["api_requests"] * 300, [2] * 300, [0] * 300, [""] * 300))
+        ingest.record_usage(uow=uow, org_id=org_id, events=ingest.EventColumns(keys, ["api_requests"] * 300, [2] * 300, [ingest.NOW] * 300, [""] * 300))
         uow.commit()
     actors._meters.clear()
     with isolated_worker(settings, database, (Periodic(actors.SWEEP, 0.2), Periodic(actors.REPORT_SWEEP, 0.2))):
@@ -367,3 +367,36 @@ def test_a_report_stripe_refuses_for_good_is_audited_and_not_retried_every_run(w
     actions = [a for (a,) in superuser.execute("SELECT action FROM audit_events WHERE org_id = %s", (org_id,)).fetchall()]
     assert actions.count("usage.report_failed") == 2
     assert _internal(database, org_id) == {"api_requests": (5, 0)}
+
+
+def test_a_duplicate_identifier_is_recognised_by_stripes_error_code_whatever_the_wording(
+    world, database, database_url, superuser, monkeypatch
+) -> None:
+    """Stripe already holds an event with the report's identifier (sent under another
+    idempotency key, so Stripe answers 400, not the stored answer): the report is sent, not
+    failed. Recognised by the error code `duplicate_meter_event`: Stripe's message wording
+    is not a contract (the v2 API words the same refusal differently)."""
+    from nobill.sandbox import meters as sandbox_meters
+
+    url, meters = world
+    org_id, customer = _billed_org(database, database_url, url)
+    _record(database, org_id, 4, "api_requests", 5)
+    with UnitOfWork(database, org_id=org_id) as uow:
+        reporting.plan_reports(uow=uow, org_id=org_id, now=dt.datetime.now(UTC))
+        uow.commit()
+    identifier, quantity = superuser.execute(
+        "SELECT identifier, quantity FROM usage_reports WHERE org_id = %s AND state = 'pending'", (org_id,)
+    ).fetchone()
+    _stripe(url).v1.billing.meter_events.create(
+        {"event_name": "api_requests", "identifier": identifier, "payload": {"stripe_customer_id": customer, "value": str(quantity)}}
+    )
+    monkeypatch.setattr(
+        sandbox_meters, "DUPLICATE_IDENTIFIER_MESSAGE", "A meter event with a duplicate identifier has already been submitted."
+    )
+
+    confirmed = reporting.report_org(database=database, meters=meters, org_id=org_id)
+
+    assert confirmed == 1
+    states = superuser.execute("SELECT state FROM usage_reports WHERE org_id = %s", (org_id,)).fetchall()
+    assert states == [("sent",)]
+    _assert_in_stripe(database, meters, org_id, customer)

@@ -31,6 +31,7 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     REJECT_REASON_IDEMPOTENCY_KEY_TOO_LONG: _RejectReason.ValueType  # 2
     REJECT_REASON_UNKNOWN_METRIC: _RejectReason.ValueType  # 3
     REJECT_REASON_INVALID_QUANTITY: _RejectReason.ValueType  # 4
+    """The quantity is not between 1 and 10^12."""
     REJECT_REASON_TIMESTAMP_IN_FUTURE: _RejectReason.ValueType  # 5
     REJECT_REASON_TIMESTAMP_TOO_OLD: _RejectReason.ValueType  # 6
     REJECT_REASON_PERIOD_CLOSED: _RejectReason.ValueType  # 7
@@ -46,6 +47,7 @@ REJECT_REASON_MISSING_IDEMPOTENCY_KEY: RejectReason.ValueType  # 1
 REJECT_REASON_IDEMPOTENCY_KEY_TOO_LONG: RejectReason.ValueType  # 2
 REJECT_REASON_UNKNOWN_METRIC: RejectReason.ValueType  # 3
 REJECT_REASON_INVALID_QUANTITY: RejectReason.ValueType  # 4
+"""The quantity is not between 1 and 10^12."""
 REJECT_REASON_TIMESTAMP_IN_FUTURE: RejectReason.ValueType  # 5
 REJECT_REASON_TIMESTAMP_TOO_OLD: RejectReason.ValueType  # 6
 REJECT_REASON_PERIOD_CLOSED: RejectReason.ValueType  # 7
@@ -70,13 +72,18 @@ class UsageEvent(_message.Message):
     metric: _builtins.str
     """Metric name as the plan catalog names it: api_requests, background_jobs, reports_generated."""
     quantity: _builtins.int
-    """Whole quantity, greater than zero."""
+    """Whole quantity, 1 to 1,000,000,000,000 (10^12) per event; outside that range the
+    event is refused with REJECT_REASON_INVALID_QUANTITY (the rest of the batch is
+    recorded). The maximum keeps every sum safe: a batch sums at most 10^16.
+    """
     properties: _builtins.str
     """Optional free-form text stored with the event (at most 2,048 characters)."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """When the usage happened; defaults to the time of receipt. At most 5 minutes ahead,
-        at most 35 days old, and not in a billing period that is already closed.
+        """When the usage happened; when the field is not set, the time of receipt. Presence
+        decides: a timestamp set to 1970-01-01T00:00:00Z is that moment (refused as too old),
+        not "unset". At most 5 minutes ahead, at most 35 days old, and not in a billing
+        period that is already closed.
         """
 
     def __init__(
@@ -294,7 +301,10 @@ class MetricTotal(_message.Message):
     PERIOD_END_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     quantity: _builtins.int
-    """Recorded quantity (every accepted event, aggregated or not yet)."""
+    """Recorded quantity (every accepted event, aggregated or not yet). Totals are kept
+    exactly whatever their size; the quantities here saturate at 9,223,372,036,854,775,807
+    (int64's maximum, some 9.2 million maximal events in one period).
+    """
     event_count: _builtins.int
     reported_quantity: _builtins.int
     """Part of the quantity already reported to Stripe."""

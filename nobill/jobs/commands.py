@@ -1,0 +1,67 @@
+"""`nobill jobs parked` and `nobill jobs replay`: the jobs the poison rule parked
+(nobill/jobs/poison.py), and running them again once their cause is fixed.
+
+Kept apart from nobill/cli.py: `register(commands)` adds the `jobs` command to the
+`nobill` parser's subcommands; handlers take (args, settings) like the others."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from nobill.config import Settings
+
+
+def _rule(settings: Settings):  # noqa: ANN202 - PoisonRule, imported lazily
+    from nobill.jobs.poison import rule_for
+
+    return rule_for(settings.require("redis_url"), namespace=settings.redis_namespace, threshold=settings.job_poison_after)
+
+
+def list_parked(args: argparse.Namespace, settings: Settings) -> int:
+    """Print each parked job: key, actor, arguments, failures, first/last seen, error."""
+    jobs = _rule(settings).parked()
+    for job in jobs:
+        print(f"{job.key}  {job.actor}{tuple(job.arguments['args'])}  failed {job.count} times "
+              f"({job.first_seen:%Y-%m-%d %H:%M:%S} .. {job.last_seen:%Y-%m-%d %H:%M:%S} UTC)")
+        print(f"    {job.error}")
+        if args.json:
+            print("    " + json.dumps(job.arguments))
+    print(f"{len(jobs)} parked job(s)")
+    return 0
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Unpark the named jobs (or all) and send each once more, its failure count reset."""
+    from nobill.jobs.broker import configure_broker
+
+    if not args.key and not args.all:
+        print("nobill jobs replay: name the jobs to replay (see `nobill jobs parked`), or --all")
+        return 2
+    broker = configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace,
+                              poison_after=settings.job_poison_after)
+    replayed = _rule(settings).replay(broker, None if args.all else args.key)
+    print(f"replayed {len(replayed)} parked job(s)")
+    for key in replayed:
+        print(f"  {key}")
+    missing = sorted(set(args.key or ()) - set(replayed))
+    for key in missing:
+        print(f"  not parked: {key}")
+    return 1 if missing else 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `jobs parked` and `jobs replay` to the `nobill` command."""
+    jobs = commands.add_parser("jobs", help="parked jobs", description="Jobs the poison rule parked (NOBILL_JOB_POISON_AFTER).")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    parked = job_commands.add_parser("parked", help="list parked jobs", description="List parked jobs, oldest first.")
+    parked.add_argument("--json", action="store_true", help="also print each job's arguments as JSON")
+    parked.set_defaults(handler=list_parked)
+    again = job_commands.add_parser(
+        "replay", help="run parked jobs again",
+        description="Unpark jobs and send each once more (fix the cause first: a job that fails the same way "
+                    "NOBILL_JOB_POISON_AFTER times again is parked again).",
+    )
+    again.add_argument("key", nargs="*", help="job keys as `nobill jobs parked` prints them")
+    again.add_argument("--all", action="store_true", help="every parked job")
+    again.set_defaults(handler=replay)
