@@ -14,6 +14,7 @@ from pathlib import Path
 from nobill import startup
 from nobill.config import Settings, parse_address
 from nobill.errors import ConfigError, DomainError, Unavailable
+from nobill.jobs import commands as job_commands
 from nobill.logs import configure_logging
 from nobill.shutdown import stop_requested
 
@@ -514,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--org", action="append", help="an org id a service token may act for, or * (repeatable)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default: 86400)")
     token.set_defaults(handler=_token)
+
+    job_commands.register(commands)
 
     audit = commands.add_parser(
         "audit",

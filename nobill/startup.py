@@ -147,7 +147,9 @@ def start(
             from nobill.jobs import runtime as jobs_runtime
             from nobill.jobs.broker import configure_broker
 
-            runtime.broker = configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
+            runtime.broker = configure_broker(
+                settings.require("redis_url"), namespace=settings.redis_namespace, poison_after=settings.job_poison_after
+            )
             # Actors sent or run from this process use the same settings and database.
             jobs_runtime.configure(settings, database=runtime.database)
     except BaseException:

@@ -50,7 +50,7 @@ def readme_commands() -> set[str]:
     for cell in re.findall(r"^\| (.+?) \|", table, flags=re.MULTILINE):
         for command in re.findall(r"`nobill ([a-z-]+(?: [a-z-]+)?)", cell):
             words = command.split()
-            found.add(" ".join(words if words[0] in ("stripe", "audit") else words[:1]))
+            found.add(" ".join(words if words[0] in ("stripe", "audit", "jobs") else words[:1]))
     return found - {"command"}
 
 
@@ -168,6 +168,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, fresh_database: str, redi
         "NOBILL_REDIS_NAMESPACE": f"nobill-commands-{uuid.uuid4().hex[:8]}",
         # Seat changes wait for reconcile-seats (or this long) before reaching Stripe.
         "NOBILL_SEAT_SYNC_DELAY_SECONDS": "3600",
+        # A job failing the same way twice is parked (test_jobs_parked_and_replay).
+        "NOBILL_JOB_POISON_AFTER": "2",
     }
     data_dir = home / ".nobill"
     info, process = start_dev(data_dir, dev_env, home / "ready")
@@ -358,6 +360,43 @@ def test_stripe_replay_lists_and_replays_parked_events(platform: Platform) -> No
     assert replayed.returncode == 0, replayed.stderr
     assert f"replayed 1 parked event(s)\n  {event_id}" in replayed.stdout
     assert event_id not in run_nobill("stripe", "replay", "--list", env=platform.env).stdout
+
+
+@covers("jobs parked", "jobs replay")
+def test_jobs_parked_lists_a_poisoned_job_and_replay_runs_it_after_the_fix(platform: Platform) -> None:
+    from nobill.v1 import usage_pb2
+
+    org_id = _org(platform, "Poisoned Co")
+    trigger = f"nobill_commands_refuse_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(platform.database_url, autocommit=True) as superuser:
+        # Every aggregation of this org fails the same way, as an overflowing org's did.
+        superuser.execute(
+            f"CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.org_id = '{org_id}' THEN RAISE EXCEPTION 'totals refused (test)'; END IF; RETURN NEW; END $$"
+        )
+        superuser.execute(f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON usage_totals FOR EACH ROW EXECUTE FUNCTION {trigger}()")
+        try:
+            with grpc.insecure_channel(platform.info["usage_grpc_addr"]) as channel:
+                platform.client(channel).usage.RecordUsage(usage_pb2.RecordUsageRequest(
+                    org_id=org_id,
+                    events=[usage_pb2.UsageEvent(idempotency_key=f"k{i}", metric="api_requests", quantity=3) for i in range(4)],
+                ))
+            listed = lambda: run_nobill("jobs", "parked", env=platform.env).stdout  # noqa: E731
+            _wait_for(lambda: org_id in listed(), timeout=60, what="the aggregation job to be parked")
+            output = listed()
+            assert "nobill.usage.aggregate" in output and "totals refused (test)" in output, output
+            key = next(line.split()[0] for line in output.splitlines() if org_id in line)
+        finally:
+            superuser.execute(f"DROP TRIGGER IF EXISTS {trigger} ON usage_totals; DROP FUNCTION IF EXISTS {trigger}()")
+        # The cause is gone: replay runs it once more, and the org's totals appear.
+        replayed = run_nobill("jobs", "replay", key, env=platform.env)
+        assert replayed.returncode == 0 and key in replayed.stdout, replayed.stdout + replayed.stderr
+        total = lambda: superuser.execute(  # noqa: E731
+            "SELECT sum(quantity) FROM usage_totals WHERE org_id = %s", (org_id,)).fetchone()[0]
+        _wait_for(lambda: total() == 12, timeout=30, what="the replayed aggregation")
+    assert org_id not in run_nobill("jobs", "parked", env=platform.env).stdout
+    unknown = run_nobill("jobs", "replay", "no-such-job", env=platform.env)
+    assert unknown.returncode == 1 and "not parked: no-such-job" in unknown.stdout
 
 
 # --- migrate, audit -----------------------------------------------------------------------------

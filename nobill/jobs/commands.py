@@ -20,6 +20,9 @@ def _rule(settings: Settings):  # noqa: ANN202 - PoisonRule, imported lazily
 
 def list_parked(args: argparse.Namespace, settings: Settings) -> int:
     """Print each parked job: key, actor, arguments, failures, first/last seen, error."""
+    from nobill import startup
+
+    startup.setup_logging(settings)
     jobs = _rule(settings).parked()
     for job in jobs:
         print(f"{job.key}  {job.actor}{tuple(job.arguments['args'])}  failed {job.count} times "
@@ -33,14 +36,13 @@ def list_parked(args: argparse.Namespace, settings: Settings) -> int:
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
     """Unpark the named jobs (or all) and send each once more, its failure count reset."""
-    from nobill.jobs.broker import configure_broker
+    from nobill import startup
 
     if not args.key and not args.all:
         print("nobill jobs replay: name the jobs to replay (see `nobill jobs parked`), or --all")
         return 2
-    broker = configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace,
-                              poison_after=settings.job_poison_after)
-    replayed = _rule(settings).replay(broker, None if args.all else args.key)
+    with startup.start(settings, audit_keys="off", broker=True) as runtime:
+        replayed = _rule(settings).replay(runtime.broker, None if args.all else args.key)
     print(f"replayed {len(replayed)} parked job(s)")
     for key in replayed:
         print(f"  {key}")
