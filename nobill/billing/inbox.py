@@ -221,6 +221,34 @@ def _send(event_ids: Iterable[str]) -> None:
         send(APPLY_ACTOR, ids[start : start + SEND_CHUNK])
 
 
+@dataclass(frozen=True)
+class EventRecord:
+    """Where a stored event is (`org_id`: None while no org owns its customer) and what
+    became of it (`reason`: why it was parked or refused)."""
+
+    event_id: str
+    event_type: str
+    state: str
+    org_id: str | None
+    stripe_customer_id: str | None
+    attempts: int
+    reason: str | None
+    received_at: dt.datetime
+
+
+def find(*, database: Database, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+    """The stored events among `event_ids` (for operators and tests)."""
+    with UnitOfWork(database) as uow:
+        rows = uow.execute(
+            select(stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.state, stripe_events.c.org_id,
+                   stripe_events.c.stripe_customer_id, stripe_events.c.attempts, stripe_events.c.last_error,
+                   stripe_events.c.received_at)
+            .where(stripe_events.c.event_id.in_(sorted(set(event_ids))))
+        ).all()
+    return {row.event_id: EventRecord(row.event_id, row.event_type, row.state, row.org_id, row.stripe_customer_id,
+                                      row.attempts, row.last_error, row.received_at) for row in rows}
+
+
 def parked(*, database: Database, limit: int = 100) -> list[dict[str, Any]]:
     """Parked events, oldest first (for `nobill stripe replay --list`)."""
     with UnitOfWork(database) as uow:

@@ -21,7 +21,13 @@ NOBILL_STRIPE_EVENT_APPLY_DELAY_MS): by then the org's next events are stored to
 burst of them costs about one Stripe read per object per delay, not one per event.
 
 An event whose Stripe customer no org owns (yet) is retried with the message, then parked;
-an event whose object Stripe refuses to return is parked. Neither holds back the rest."""
+an event whose object Stripe refuses to return is parked. Neither holds back the rest.
+
+The event only says *that* something changed; the object re-read from Stripe says whose it
+is (ARCHITECTURE §14). An event routed to an org by the customer it names, whose re-read
+object belongs to another customer, is refused for good (state `refused`, reason
+OBJECT_CUSTOMER_MISMATCH): nothing is applied, it is counted and logged, and the org's audit
+log records the refusal."""
 
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 
 from nobill import metrics
+from nobill.audit import service as audit
 from nobill.billing import accounts, actors_context, invoices, service, subscriptions
 from nobill.billing.tables import stripe_events
 from nobill.db.database import Database
@@ -43,6 +50,12 @@ from nobill.stripe.errors import StripePermanent
 from nobill.stripe.gateway import StripeGateway
 
 log = logging.getLogger("nobill.billing.inbox")
+
+
+# Why an event was refused for good (a stable code: metrics label, inbox reason, audit).
+OBJECT_CUSTOMER_MISMATCH = "object_customer_mismatch"
+PARKED = "parked"
+REFUSED = "refused"
 
 
 class UnknownCustomer(Exception):
@@ -108,6 +121,11 @@ def customer_of(event: dict[str, Any]) -> str | None:
     obj = event["data"]["object"]
     if obj.get("object") == "customer":
         return obj.get("id")
+    return owner_of(obj)
+
+
+def owner_of(obj: dict[str, Any]) -> str | None:
+    """The customer a Stripe object (subscription, invoice, checkout session) belongs to."""
     customer = obj.get("customer")
     if isinstance(customer, dict):
         return customer.get("id")
@@ -203,44 +221,72 @@ def _apply_org(
             target = handler(_object_of(row)) if handler is not None else None
             if target is not None:
                 named.setdefault(target, _Named()).add(position, row.event_id)
-        parked = _reread_and_apply(uow, gateway, org_id, named, seat_sync_delay)
+        unapplied = _reread_and_apply(uow, gateway, org_id, customer, named, seat_sync_delay)
         now = dt.datetime.now(dt.timezone.utc)
-        applied = [row.event_id for row in pending if row.event_id not in parked]
+        types = {row.event_id: row.event_type for row in pending}
+        applied = [row.event_id for row in pending if row.event_id not in unapplied]
         if applied:
             uow.execute(
                 update(stripe_events)
                 .where(stripe_events.c.event_id.in_(applied))
                 .values(state="applied", org_id=org_id, applied_at=now, last_error=None, attempts=stripe_events.c.attempts + 1)
             )
-        for event_id, reason in parked.items():
+        for event_id, (state, reason) in unapplied.items():
             uow.execute(
                 update(stripe_events)
                 .where(stripe_events.c.event_id == event_id)
-                .values(state="parked", org_id=org_id, last_error=reason, attempts=stripe_events.c.attempts + 1)
+                .values(state=state, org_id=org_id, last_error=reason, attempts=stripe_events.c.attempts + 1)
             )
+            if state == REFUSED:
+                audit.record(
+                    uow=uow,
+                    context=actors_context.stripe_event(event_id),
+                    action="billing.webhook_refused",
+                    target_type="stripe_event",
+                    target_id=event_id,
+                    # Not the foreign object's id: it is another org's business (the log has it).
+                    after={"event_type": types[event_id], "reason": reason},
+                )
         uow.commit()
-    types = {row.event_id: row.event_type for row in pending}
-    for event_id, reason in parked.items():
-        log.error("stripe event parked: Stripe refused the re-read",
-                  extra={"event_id": event_id, "event_type": types[event_id], "error": reason})
-    counts: Counter[tuple[str, str]] = Counter((types[event_id], "parked") for event_id in parked)
+    counts: Counter[tuple[str, str]] = Counter()
+    for event_id, (state, reason) in unapplied.items():
+        counts[(types[event_id], state)] += 1
+        if state == REFUSED:
+            metrics.webhook_refused(types[event_id], reason)
+            log.error("stripe event refused: its object belongs to another customer",
+                      extra={"event_id": event_id, "event_type": types[event_id], "org_id": org_id, "reason": reason})
+        else:
+            log.error("stripe event parked: Stripe refused the re-read",
+                      extra={"event_id": event_id, "event_type": types[event_id], "error": reason})
     counts.update((types[event_id], "applied") for event_id in applied)
     for (event_type, result), count in counts.items():
         metrics.webhook_event(event_type, result, count)
-    return Counter({"applied": len(applied), "parked": len(parked)})
+    return Counter({"applied": len(applied), **Counter(state for state, _ in unapplied.values())})
 
 
 def _reread_and_apply(
-    uow: UnitOfWork, gateway: StripeGateway, org_id: str, named: dict[Target, _Named], seat_sync_delay: float
-) -> dict[str, str]:
-    """Re-read each named object once and apply it; returns the events to park (event id ->
-    why): those whose object Stripe refused to return (deleted, say: nothing to converge to)."""
-    parked: dict[str, str] = {}
+    uow: UnitOfWork, gateway: StripeGateway, org_id: str, customer: str, named: dict[Target, _Named], seat_sync_delay: float
+) -> dict[str, tuple[str, str]]:
+    """Re-read each named object once and apply it if it belongs to the org's `customer`;
+    returns the events not applied (event id -> (state, why)): parked when Stripe refused
+    to return their object (deleted, say: nothing to converge to), refused for good when
+    the object is another customer's (whatever the event claimed)."""
+    unapplied: dict[str, tuple[str, str]] = {}
+
+    def refuse(target: Target, found: dict[str, Any]) -> None:
+        log.warning("stripe object belongs to another customer than the event claimed",
+                    extra={"org_id": org_id, "object": f"{target.kind} {target.object_id}",
+                           "claimed_customer": customer, "object_customer": owner_of(found)})
+        unapplied.update(dict.fromkeys(named[target].event_ids, (REFUSED, OBJECT_CUSTOMER_MISMATCH)))
+
     for target in [target for target in named if target.kind == "invoice"]:
         try:
             invoice = gateway.retrieve_invoice(target.object_id)
         except StripePermanent as error:
-            parked.update(dict.fromkeys(named[target].event_ids, error.message))
+            unapplied.update(dict.fromkeys(named[target].event_ids, (PARKED, error.message)))
+            continue
+        if owner_of(invoice) != customer:
+            refuse(target, invoice)
             continue
         invoices.apply_invoice_snapshot(uow=uow, org_id=org_id, invoice=invoice)
         subscription_id = invoices.subscription_of(invoice)
@@ -254,7 +300,10 @@ def _reread_and_apply(
         try:
             snapshot = gateway.retrieve_subscription(target.object_id)
         except StripePermanent as error:
-            parked.update(dict.fromkeys(named[target].event_ids, error.message))
+            unapplied.update(dict.fromkeys(named[target].event_ids, (PARKED, error.message)))
+            continue
+        if owner_of(snapshot) != customer:
+            refuse(target, snapshot)
             continue
         context = actors_context.stripe_event(named[target].latest)
         subscriptions.apply_subscription_snapshot(uow=uow, org_id=org_id, snapshot=snapshot, context=context)
@@ -264,7 +313,7 @@ def _reread_and_apply(
             member_count = subscriptions.member_count(uow=uow) if member_count is None else member_count
             if seats != member_count:
                 service.request_seat_sync(uow=uow, org_id=org_id, context=context, delay_seconds=seat_sync_delay)
-    return parked
+    return unapplied
 
 
 def _count_unknown(database: Database, rows: Sequence[Any], max_attempts: int, outcome: Counter[str]) -> int:

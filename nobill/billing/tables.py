@@ -28,7 +28,7 @@ PLANS_SQL = "plan IN ('starter', 'pro', 'enterprise')"
 STATUSES_SQL = "status IN ('trialing', 'active', 'past_due', 'canceled', 'incomplete')"
 OUTBOX_KINDS = ("create_customer", "sync_seats", "set_enterprise_price")
 DUE_WORK_KINDS = ("outbox", "trial_end")
-EVENT_STATES = ("pending", "applied", "ignored", "parked")
+EVENT_STATES = ("pending", "applied", "ignored", "parked", "refused")
 
 # One row per org: its plan and the subscription state last reported by Stripe.
 subscriptions = Table(
@@ -163,6 +163,6 @@ stripe_events = Table(
     Column("last_error", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("applied_at", DateTime(timezone=True)),
-    CheckConstraint("state IN ('pending', 'applied', 'ignored', 'parked')", name="state"),
+    CheckConstraint("state IN ('pending', 'applied', 'ignored', 'parked', 'refused')", name="state"),
     Index("stripe_events_state_received_at_idx", "state", "received_at"),
 )
