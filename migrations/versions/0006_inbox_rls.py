@@ -13,6 +13,8 @@
   routing table (the caller cannot choose an org), inserts only, and returns only ids.
 - nobill_orgs_with_stripe_events(): org ids with events in a state, for the sweep and
   replay (which then read each org in a unit of work bound to it).
+- nobill_pending_stripe_events(): which of some event ids are still pending, and in which
+  org (ids only): the apply actor skips, in one query, a message an earlier one covered.
 - state `refused`: an event whose re-read object belongs to another customer.
 
 Existing rows move: routed ones (org known, or their customer routed now) with their body
@@ -39,6 +41,7 @@ _DEFINER = "SECURITY DEFINER SET search_path = pg_catalog, public"
 _FUNCTIONS = (
     "nobill_store_stripe_events(text[], text[], text[], text[], text[], text[], jsonb)",
     "nobill_orgs_with_stripe_events(text, timestamp with time zone, integer)",
+    "nobill_pending_stripe_events(text[])",
 )
 
 # What an old row's event makes NOBill re-read (as nobill.billing.inbox_apply.HANDLERS says).
@@ -181,6 +184,15 @@ def upgrade() -> None:
             SELECT DISTINCT e.org_id FROM stripe_events e
             WHERE e.state = p_state AND e.state IN ('pending', 'parked') AND e.received_at <= p_received_before
             ORDER BY e.org_id LIMIT p_limit
+        $$"""
+    )
+    op.execute(
+        f"""CREATE FUNCTION nobill_pending_stripe_events(p_event_ids text[])
+        RETURNS TABLE (pending_event_id text, pending_org_id text)
+        LANGUAGE sql STABLE {_DEFINER} AS $$
+            SELECT i.event_id, i.org_id FROM stripe_event_ids i
+            JOIN stripe_events e ON e.org_id = i.org_id AND e.event_id = i.event_id
+            WHERE i.event_id = ANY(p_event_ids) AND e.state = 'pending'
         $$"""
     )
     for function in _FUNCTIONS:

@@ -133,13 +133,13 @@ def apply_events(
     or refused. Raises (after every other org is done) UnknownCustomer or the first org's
     failure (e.g. StripeTransient), so the message is retried; what was applied stays."""
     with UnitOfWork(database) as uow:
-        orgs = inbox_routes.orgs_of(uow=uow, event_ids=event_ids)
-        unrouted = inbox_routes.pending(uow=uow, event_ids=[event_id for event_id, org in orgs.items() if org is None])
+        # Only what is still pending: a message an earlier one covered costs these queries.
+        routed = inbox_routes.pending_routed(uow=uow, event_ids=event_ids)
+        unrouted = inbox_routes.pending(uow=uow, event_ids=[event_id for event_id in event_ids if event_id not in routed])
         routes = accounts.orgs_for_customers(uow=uow, stripe_customer_ids=[customer for _, customer in unrouted if customer])
     own: dict[str, set[str]] = {}
-    for event_id, org_id in orgs.items():
-        if org_id is not None:
-            own.setdefault(org_id, set()).add(event_id)
+    for event_id, org_id in routed.items():
+        own.setdefault(org_id, set()).add(event_id)
     # Their customer's route appeared after they were stored: into the org's inbox first.
     for customer, org_id in sorted(routes.items()):
         with UnitOfWork(database, org_id=org_id) as uow:

@@ -51,6 +51,16 @@ def orgs_of(*, uow: UnitOfWork, event_ids: Sequence[str]) -> dict[str, str | Non
     return {row.event_id: row.org_id for row in rows}
 
 
+_PENDING = text("SELECT pending_event_id, pending_org_id FROM nobill_pending_stripe_events(CAST(:event_ids AS text[]))")
+
+
+def pending_routed(*, uow: UnitOfWork, event_ids: Sequence[str]) -> dict[str, str]:
+    """Event id -> org id of the routed events among `event_ids` still pending (one query,
+    ids only, through a SECURITY DEFINER function: the bodies stay behind each org's policy)."""
+    rows = uow.execute(_PENDING, {"event_ids": sorted(set(event_ids))}).all()
+    return {row.pending_event_id: row.pending_org_id for row in rows}
+
+
 def count_attempt(*, uow: UnitOfWork, event_ids: Sequence[str], max_attempts: int) -> list[tuple[str, str, str | None, str]]:
     """One more attempt for pending unrouted events; those out of attempts are parked.
     Returns (event id, type, customer, state) of each."""
