@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import case, delete, select, text, update
+from sqlalchemy import CursorResult, case, delete, select, text, update
 
 from nobill.billing.tables import stripe_event_ids, stripe_unrouted_events
 from nobill.db.unit_of_work import UnitOfWork
@@ -95,7 +96,8 @@ def delete_expired(*, uow: UnitOfWork, received_before: dt.datetime, limit: int 
         .limit(limit)
         .scalar_subquery()
     )
-    return uow.execute(delete(stripe_unrouted_events).where(stripe_unrouted_events.c.event_id.in_(expired))).rowcount
+    deleted = uow.execute(delete(stripe_unrouted_events).where(stripe_unrouted_events.c.event_id.in_(expired)))
+    return cast(CursorResult, deleted).rowcount
 
 
 def reason(stripe_customer_id: str | None) -> str:
