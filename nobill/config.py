@@ -193,6 +193,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOBILL_STRIPE_BREAKER_FAILURES", "stripe_breaker_failures", "5", "Transient Stripe failures in a row that open the circuit breaker (per process).", _positive_int),
     Setting("NOBILL_STRIPE_BREAKER_COOLDOWN_SECONDS", "stripe_breaker_cooldown_seconds", "30", "Seconds the open breaker refuses Stripe calls before one trial call.", _positive_int),
     Setting("NOBILL_STRIPE_EVENT_ATTEMPTS", "stripe_event_attempts", "8", "Attempts to apply a webhook event for a Stripe customer no org owns (yet) before it is parked.", _positive_int),
+    Setting("NOBILL_STRIPE_UNROUTED_RETENTION_DAYS", "stripe_unrouted_retention_days", "7", "Days a handled webhook event whose Stripe customer no org owns waits (without its body) to be routed; the inbox sweep then deletes it.", _positive_int),
     Setting("NOBILL_STRIPE_EVENT_APPLY_DELAY_MS", "stripe_event_apply_delay_ms", "1000", "Milliseconds a stored batch of webhook events waits before the worker applies it: a burst of one org's events within it costs one Stripe read. Most of the usual apply lag.", _non_negative_int),
     Setting("NOBILL_PAST_DUE_GRACE_DAYS", "past_due_grace_days", "7", "Days a past_due subscription keeps access (GetEntitlements).", _non_negative_int),
     Setting("NOBILL_SEAT_SYNC_DELAY_SECONDS", "seat_sync_delay_seconds", "10", "Membership changes within this window coalesce into one Stripe seat update.", _non_negative_int),
@@ -241,6 +242,7 @@ class Settings:
     stripe_breaker_failures: int = 5
     stripe_breaker_cooldown_seconds: int = 30
     stripe_event_attempts: int = 8
+    stripe_unrouted_retention_days: int = 7
     stripe_event_apply_delay_ms: int = 1000
     past_due_grace_days: int = 7
     seat_sync_delay_seconds: int = 10

@@ -105,6 +105,11 @@ WEBHOOK_EVENTS = Counter(
     "nobill_stripe_webhook_events_total", "Stripe webhook events received, by event type and result.", ("type", "result")
 )
 
+WEBHOOK_REFUSED = Counter(
+    "nobill_stripe_webhook_refused_total",
+    "Stripe webhook events refused for good after the re-read, by event type and reason.", ("type", "reason"),
+)
+
 
 def stripe_call(endpoint: str, outcome: str) -> None:
     """Count one Stripe API call. `endpoint`: a template such as "POST /v1/customers" (never
@@ -115,6 +120,12 @@ def stripe_call(endpoint: str, outcome: str) -> None:
 def webhook_event(event_type: str, result: str, count: int = 1) -> None:
     """Count webhook events (one, or `count` alike). `result`: "applied", "duplicate", "ignored", "rejected", ..."""
     WEBHOOK_EVENTS.labels(event_type, result).inc(count)
+
+
+def webhook_refused(event_type: str, reason: str) -> None:
+    """Count one webhook event refused for good (`reason`: a stable code such as
+    "object_customer_mismatch")."""
+    WEBHOOK_REFUSED.labels(event_type, reason).inc()
 
 
 # --- collectors read at scrape time -------------------------------------------------------

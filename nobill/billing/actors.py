@@ -3,6 +3,7 @@ the worker (nobill/jobs/actors.py); everything else enqueues by name (nobill/job
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import dramatiq
@@ -49,7 +50,8 @@ def sweep_outbox() -> None:
 
 @dramatiq.actor(actor_name="nobill.billing.sweep_inbox", queue_name=QUEUE, max_retries=0)
 def sweep_inbox() -> None:
-    inbox.sweep(database=runtime.database())
+    retention = dt.timedelta(days=runtime.settings().stripe_unrouted_retention_days)
+    inbox.sweep(database=runtime.database(), unrouted_retention=retention)
 
 
 @dramatiq.actor(actor_name="nobill.billing.expire_trials", queue_name=QUEUE, max_retries=0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from nobill.audit import service as audit
-from nobill.billing import outbox, subscriptions
+from nobill.billing import inbox_routes, outbox, subscriptions
 from nobill.billing.tables import stripe_customers, stripe_outbox
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import FailedPrecondition, Unavailable
@@ -37,6 +37,13 @@ def create_customer(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.Outb
         idempotency_key=row.idempotency_key,
     )
     subscriptions.record_customer(uow=uow, org_id=row.org_id, stripe_customer_id=customer["id"], test_clock_id=test_clock)
+    # Webhooks about this customer that arrived before its route: now they have an org.
+    routed = inbox_routes.move_to_org(uow=uow, org_id=row.org_id, stripe_customer_id=customer["id"])
+    if routed:
+        from nobill.billing.inbox import APPLY_ACTOR
+        from nobill.jobs.send import send
+
+        uow.after_commit(lambda: send(APPLY_ACTOR, routed))
     audit.record(
         uow=uow,
         context=row.requested_by,

@@ -1,9 +1,12 @@
 """Stripe's webhooks, the inbox: IngestStripeEvents (and IngestStripeEvent, a batch of one)
 verifies each delivery and stores its event under its Stripe id, a whole batch in one
-transaction, acknowledged only once committed. One apply message per stored batch hands
-its handled events to the worker (nobill/billing/inbox_apply.py); every other event type
-is stored and ignored. Events that never got their message are swept; parked ones (no org
-owns their customer) can be replayed (`nobill stripe replay`)."""
+transaction, acknowledged only once committed. Each event is routed at intake by the
+customer it names: into that org's inbox (stripe_events, row-level security), or, handled
+but owned by no org yet, without its body into stripe_unrouted_events
+(nobill/billing/inbox_routes.py). One apply message per stored batch hands its handled
+events to the worker (nobill/billing/inbox_apply.py); every other event type is stored and
+ignored. Events that never got their message are swept; parked ones can be replayed
+(`nobill stripe replay`)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from typing import Any
 from sqlalchemy import select, text, update
 
 from nobill import metrics
-from nobill.billing.inbox_apply import HANDLERS, customer_of
-from nobill.billing.tables import stripe_events
+from nobill.billing import inbox_routes
+from nobill.billing.inbox_apply import HANDLERS, customer_of, target_of
+from nobill.billing.tables import stripe_event_ids, stripe_events, stripe_unrouted_events
 from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import InvalidArgument
@@ -45,21 +49,26 @@ STORED = "stored"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
-# One statement stores the whole batch; a redelivered id (already stored, or stored by a
-# concurrent batch) is skipped, and RETURNING says which ids this statement stored. The
-# bodies are stored as received (the JSON the signature covers), sent as one JSON array
-# that PostgreSQL splits: a text[] of JSON bodies would escape every quote in them, which
-# cost more CPU than everything else here. Rows go in sorted by id, so two batches sharing
-# ids lock them in the same order and cannot deadlock.
+# Unrouted events wait at most this long by default (NOBILL_STRIPE_UNROUTED_RETENTION_DAYS).
+UNROUTED_RETENTION = dt.timedelta(days=7)
+
+# One statement stores the whole batch (migrations/versions/0006_inbox_rls.py): each id is
+# claimed in stripe_event_ids (a redelivered id, already stored or stored by a concurrent
+# batch, is skipped), each event routed by its customer through stripe_customer_routes and
+# stored in its org's inbox, or without its body among the unrouted; it answers which ids
+# it stored. A SECURITY DEFINER function, so that one statement may write several orgs'
+# rows under forced row-level security; it can only insert, and the routing table, not the
+# caller, says which org. The bodies are stored as received (the JSON the signature
+# covers), sent as one JSON array that PostgreSQL splits: a text[] of JSON bodies would
+# escape every quote in them, which cost more CPU than everything else here.
 _STORE = text(
-    "INSERT INTO stripe_events (event_id, event_type, stripe_customer_id, payload, state, received_at)"
-    " SELECT e.event_id, e.event_type, e.customer, p.payload, e.state, clock_timestamp()"
-    " FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]), CAST(:customers AS text[]),"
-    " CAST(:states AS text[])) WITH ORDINALITY AS e(event_id, event_type, customer, state, n)"
-    " JOIN jsonb_array_elements(CAST(:payloads AS jsonb)) WITH ORDINALITY AS p(payload, n) ON p.n = e.n"
-    " ORDER BY e.event_id"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    "SELECT stored_event_id FROM nobill_store_stripe_events(CAST(:event_ids AS text[]), CAST(:event_types AS text[]),"
+    " CAST(:customers AS text[]), CAST(:target_kinds AS text[]), CAST(:target_ids AS text[]), CAST(:states AS text[]),"
+    " CAST(:payloads AS jsonb))"
 )
+# Org ids with events in a state received by a time (only ids: each org is then read in a
+# unit of work bound to it).
+_ORGS_WITH = text("SELECT nobill_orgs_with_stripe_events(:state, :received_before, :limit)")
 
 
 @dataclass(frozen=True)
@@ -160,9 +169,10 @@ def _check_batch(deliveries: Sequence[Delivery]) -> None:
 
 
 def _store(uow: UnitOfWork, events: dict[str, tuple[int, dict[str, Any], bytes]]) -> set[str]:
-    """Insert the events (one statement); the ids this statement stored."""
+    """Route and insert the events (one statement); the ids this statement stored."""
     ordered = sorted(events)
     rows = [events[event_id] for event_id in ordered]
+    targets = [target_of(event) for _, event, _ in rows]
     return set(
         uow.execute(
             _STORE,
@@ -170,6 +180,8 @@ def _store(uow: UnitOfWork, events: dict[str, tuple[int, dict[str, Any], bytes]]
                 "event_ids": ordered,
                 "event_types": [event["type"] for _, event, _ in rows],
                 "customers": [customer_of(event) for _, event, _ in rows],
+                "target_kinds": [target.kind if target else None for target in targets],
+                "target_ids": [target.object_id if target else None for target in targets],
                 # Each body is one JSON value (verify_event parsed it as strict JSON).
                 "payloads": "[" + ",".join(payload.decode("utf-8") for _, _, payload in rows) + "]",
                 "states": ["pending" if event["type"] in HANDLERS else "ignored" for _, event, _ in rows],
@@ -183,34 +195,71 @@ def _count(counts: Counter[tuple[str, str]]) -> None:
         metrics.webhook_event(event_type, result, count)
 
 
-def sweep(*, database: Database, now: dt.datetime | None = None, limit: int = 1000) -> int:
-    """Hand stored-but-unapplied events (older than a grace period) to the actor again."""
+def _orgs_with(uow: UnitOfWork, state: str, received_before: dt.datetime, limit: int) -> list[str]:
+    return list(uow.execute(_ORGS_WITH, {"state": state, "received_before": received_before, "limit": limit}).scalars())
+
+
+def sweep(
+    *, database: Database, now: dt.datetime | None = None, limit: int = 1000,
+    unrouted_retention: dt.timedelta = UNROUTED_RETENTION,
+) -> int:
+    """Hand stored-but-unapplied events (older than a grace period) to the actor again, and
+    delete unrouted events older than `unrouted_retention`. Returns how many were re-sent."""
     now = now or dt.datetime.now(dt.timezone.utc)
+    grace = now - SWEEP_GRACE
     with UnitOfWork(database) as uow:
         event_ids = list(
             uow.execute(
-                select(stripe_events.c.event_id)
-                .where(stripe_events.c.state == "pending", stripe_events.c.received_at <= now - SWEEP_GRACE)
-                .order_by(stripe_events.c.received_at)
+                select(stripe_unrouted_events.c.event_id)
+                .where(stripe_unrouted_events.c.state == "pending", stripe_unrouted_events.c.received_at <= grace)
+                .order_by(stripe_unrouted_events.c.received_at)
                 .limit(limit)
             ).scalars()
         )
+        expired = inbox_routes.delete_expired(uow=uow, received_before=now - unrouted_retention, limit=limit)
+        orgs = _orgs_with(uow, "pending", grace, limit)
+        uow.commit()
+    for org_id in orgs:
+        with UnitOfWork(database, org_id=org_id) as uow:
+            event_ids += uow.execute(
+                select(stripe_events.c.event_id)
+                .where(stripe_events.c.org_id == org_id, stripe_events.c.state == "pending",
+                       stripe_events.c.received_at <= grace)
+                .order_by(stripe_events.c.received_at)
+                .limit(limit)
+            ).scalars()
     _send(event_ids)
     if event_ids:
         log.info("inbox sweep re-sent events", extra={"events": len(event_ids)})
+    if expired:
+        log.warning("inbox sweep deleted unrouted events past their retention",
+                    extra={"events": expired, "retention_days": unrouted_retention / dt.timedelta(days=1)})
     return len(event_ids)
 
 
 def replay(*, database: Database, event_ids: list[str] | None = None) -> list[str]:
     """Put parked events (all, or those named) back to pending and hand them to the actor."""
+    now = dt.datetime.now(dt.timezone.utc)
     with UnitOfWork(database) as uow:
-        statement = update(stripe_events).where(stripe_events.c.state == "parked")
+        statement = update(stripe_unrouted_events).where(stripe_unrouted_events.c.state == "parked")
         if event_ids:
-            statement = statement.where(stripe_events.c.event_id.in_(event_ids))
+            statement = statement.where(stripe_unrouted_events.c.event_id.in_(event_ids))
+            orgs = sorted({org for org in inbox_routes.orgs_of(uow=uow, event_ids=event_ids).values() if org})
+        else:
+            orgs = _orgs_with(uow, "parked", now, 100_000)
         replayed = list(
-            uow.execute(statement.values(state="pending", attempts=0).returning(stripe_events.c.event_id)).scalars()
+            uow.execute(statement.values(state="pending", attempts=0).returning(stripe_unrouted_events.c.event_id)).scalars()
         )
         uow.commit()
+    for org_id in orgs:
+        with UnitOfWork(database, org_id=org_id) as uow:
+            statement = update(stripe_events).where(stripe_events.c.org_id == org_id, stripe_events.c.state == "parked")
+            if event_ids:
+                statement = statement.where(stripe_events.c.event_id.in_(event_ids))
+            replayed += uow.execute(
+                statement.values(state="pending", attempts=0).returning(stripe_events.c.event_id)
+            ).scalars()
+            uow.commit()
     _send(replayed)
     return replayed
 
@@ -221,14 +270,96 @@ def _send(event_ids: Iterable[str]) -> None:
         send(APPLY_ACTOR, ids[start : start + SEND_CHUNK])
 
 
-def parked(*, database: Database, limit: int = 100) -> list[dict[str, Any]]:
-    """Parked events, oldest first (for `nobill stripe replay --list`)."""
+@dataclass(frozen=True)
+class EventRecord:
+    """Where a stored event is (`org_id`: None while no org owns its customer) and what
+    became of it (`reason`: why it was parked or refused, or why it waits)."""
+
+    event_id: str
+    event_type: str
+    state: str
+    org_id: str | None
+    stripe_customer_id: str | None
+    attempts: int
+    reason: str | None
+    received_at: dt.datetime
+
+
+_RECORD_COLUMNS = (
+    stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.state, stripe_events.c.org_id,
+    stripe_events.c.stripe_customer_id, stripe_events.c.attempts, stripe_events.c.last_error, stripe_events.c.received_at,
+)
+_UNROUTED_COLUMNS = (
+    stripe_unrouted_events.c.event_id, stripe_unrouted_events.c.event_type, stripe_unrouted_events.c.state,
+    stripe_unrouted_events.c.stripe_customer_id, stripe_unrouted_events.c.attempts, stripe_unrouted_events.c.received_at,
+)
+
+
+def _record(row: Any) -> EventRecord:
+    return EventRecord(row.event_id, row.event_type, row.state, row.org_id, row.stripe_customer_id, row.attempts,
+                       row.last_error, row.received_at)
+
+
+def _unrouted_record(row: Any) -> EventRecord:
+    return EventRecord(row.event_id, row.event_type, row.state, None, row.stripe_customer_id, row.attempts,
+                       inbox_routes.reason(row.stripe_customer_id), row.received_at)
+
+
+def find(*, database: Database, event_ids: Sequence[str]) -> dict[str, EventRecord]:
+    """The stored events among `event_ids`, each read where it lives (each org's in a unit
+    of work bound to it). Of an event no org owned only its id may be left: state "ignored"
+    (not a handled type), or "expired" (it waited past its retention)."""
     with UnitOfWork(database) as uow:
-        rows = uow.execute(
-            select(stripe_events.c.event_id, stripe_events.c.event_type, stripe_events.c.stripe_customer_id,
-                   stripe_events.c.last_error, stripe_events.c.received_at)
-            .where(stripe_events.c.state == "parked")
-            .order_by(stripe_events.c.received_at)
-            .limit(limit)
+        ids = uow.execute(
+            select(stripe_event_ids).where(stripe_event_ids.c.event_id.in_(sorted(set(event_ids))))
         ).all()
-    return [dict(row._mapping) for row in rows]
+        unrouted = [row.event_id for row in ids if row.org_id is None]
+        found = {
+            row.event_id: _unrouted_record(row)
+            for row in uow.execute(select(*_UNROUTED_COLUMNS).where(stripe_unrouted_events.c.event_id.in_(unrouted)))
+        }
+    for row in ids:
+        if row.org_id is None and row.event_id not in found:
+            state = "expired" if row.event_type in HANDLERS else "ignored"
+            found[row.event_id] = EventRecord(row.event_id, row.event_type, state, None, None, 0, None, row.received_at)
+    by_org: dict[str, list[str]] = {}
+    for row in ids:
+        if row.org_id is not None:
+            by_org.setdefault(row.org_id, []).append(row.event_id)
+    for org_id, org_events in sorted(by_org.items()):
+        with UnitOfWork(database, org_id=org_id) as uow:
+            for row in uow.execute(select(*_RECORD_COLUMNS).where(stripe_events.c.event_id.in_(org_events))):
+                found[row.event_id] = _record(row)
+    return found
+
+
+def parked(*, database: Database, limit: int = 100) -> list[dict[str, Any]]:
+    """Parked events, oldest first (for `nobill stripe replay --list`): each a dict of
+    event_id, event_type, stripe_customer_id, last_error, received_at and org_id."""
+    now = dt.datetime.now(dt.timezone.utc)
+    records: list[EventRecord] = []
+    with UnitOfWork(database) as uow:
+        records += [
+            _unrouted_record(row)
+            for row in uow.execute(
+                select(*_UNROUTED_COLUMNS).where(stripe_unrouted_events.c.state == "parked")
+                .order_by(stripe_unrouted_events.c.received_at).limit(limit)
+            )
+        ]
+        orgs = _orgs_with(uow, "parked", now, limit)
+    for org_id in orgs:
+        with UnitOfWork(database, org_id=org_id) as uow:
+            records += [
+                _record(row)
+                for row in uow.execute(
+                    select(*_RECORD_COLUMNS)
+                    .where(stripe_events.c.org_id == org_id, stripe_events.c.state == "parked")
+                    .order_by(stripe_events.c.received_at).limit(limit)
+                )
+            ]
+    records.sort(key=lambda record: record.received_at)
+    return [
+        {"event_id": r.event_id, "event_type": r.event_type, "stripe_customer_id": r.stripe_customer_id,
+         "last_error": r.reason, "received_at": r.received_at, "org_id": r.org_id}
+        for r in records[:limit]
+    ]

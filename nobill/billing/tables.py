@@ -1,10 +1,13 @@
 """Tables of the billing domain.
 
-Org-scoped (RLS forced): subscriptions, stripe_customers, invoices, stripe_outbox.
-Global and narrow, on purpose (listed in nobill/db/base.py GLOBAL_TABLES, see
-docs/BILLING.md "Work across orgs"): stripe_customer_routes (Stripe customer → org),
-billing_due_work (which orgs have due work of which kind) and stripe_events (the webhook
-inbox: events arrive before anyone knows their org)."""
+Org-scoped (RLS forced): subscriptions, stripe_customers, invoices, stripe_outbox and
+stripe_events (the webhook inbox of events routed to their org).
+Global and narrow, on purpose: ids, kinds and times only (listed in nobill/db/base.py
+GLOBAL_TABLES, see docs/BILLING.md "Work across orgs"): stripe_customer_routes (Stripe
+customer → org), billing_due_work (which orgs have due work of which kind),
+stripe_event_ids (every stored event id and its org: deduplication and routing) and
+stripe_unrouted_events (handled events whose customer no org owns yet, without their body,
+kept for a limited time)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -28,7 +31,9 @@ PLANS_SQL = "plan IN ('starter', 'pro', 'enterprise')"
 STATUSES_SQL = "status IN ('trialing', 'active', 'past_due', 'canceled', 'incomplete')"
 OUTBOX_KINDS = ("create_customer", "sync_seats", "set_enterprise_price")
 DUE_WORK_KINDS = ("outbox", "trial_end")
-EVENT_STATES = ("pending", "applied", "ignored", "parked")
+EVENT_STATES = ("pending", "applied", "ignored", "parked", "refused")
+UNROUTED_EVENT_STATES = ("pending", "parked")
+TARGET_KINDS = ("subscription", "invoice")
 
 # One row per org: its plan and the subscription state last reported by Stripe.
 subscriptions = Table(
@@ -149,20 +154,67 @@ billing_due_work = Table(
     Index("billing_due_work_kind_due_at_idx", "kind", "due_at"),
 )
 
-# The webhook inbox: every verified Stripe event, stored under its id before it is acknowledged.
-stripe_events = Table(
-    "stripe_events",
+# Every stored Stripe event id, once: a redelivery finds its id here whether the event was
+# routed or is waiting unrouted. No body, no state: ids, kinds and times only.
+stripe_event_ids = Table(
+    "stripe_event_ids",
     metadata,
     Column("event_id", Text, primary_key=True),
     Column("event_type", Text, nullable=False),
-    Column("stripe_customer_id", Text),
-    Column("payload", JSONB, nullable=False),
+    Column("org_id", Text),  # NULL while no org owns the event's customer
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+)
+
+# Handled events whose customer no org owns yet: what re-applying them needs, not their body.
+# Moved into the org's stripe_events once a route for the customer appears; deleted after
+# NOBILL_STRIPE_UNROUTED_RETENTION_DAYS (their id stays in stripe_event_ids).
+stripe_unrouted_events = Table(
+    "stripe_unrouted_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("event_type", Text, nullable=False),
+    Column("stripe_customer_id", Text),  # NULL: the event names no customer (it cannot be routed)
+    Column("target_kind", Text),  # the Stripe object the event makes NOBill re-read (TARGET_KINDS) ...
+    Column("target_id", Text),  # ... and its id
     Column("state", Text, nullable=False),
-    Column("org_id", Text),  # once routed
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("state IN ('pending', 'parked')", name="state"),
+    CheckConstraint("target_kind IS NULL OR target_kind IN ('subscription', 'invoice')", name="target_kind"),
+    Index("stripe_unrouted_events_stripe_customer_id_idx", "stripe_customer_id"),
+    Index("stripe_unrouted_events_received_at_idx", "received_at"),
+)
+
+# --- org-scoped: the webhook inbox ---------------------------------------------------
+
+# Every verified Stripe event of the org, stored under its id before it is acknowledged
+# (routed at intake by its customer), or moved here from stripe_unrouted_events once routed.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("org_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("stripe_customer_id", Text),
+    Column("target_kind", Text),  # what the event makes NOBill re-read (NULL: nothing)
+    Column("target_id", Text),
+    Column("payload", JSONB),  # as received; NULL for an event that waited unrouted (its body was not kept)
+    Column("state", Text, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("applied_at", DateTime(timezone=True)),
-    CheckConstraint("state IN ('pending', 'applied', 'ignored', 'parked')", name="state"),
-    Index("stripe_events_state_received_at_idx", "state", "received_at"),
+    PrimaryKeyConstraint("org_id", "event_id"),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    CheckConstraint("state IN ('pending', 'applied', 'ignored', 'parked', 'refused')", name="state"),
+    CheckConstraint("target_kind IS NULL OR target_kind IN ('subscription', 'invoice')", name="target_kind"),
+    # Small: only events still to apply (or parked) are in it; the apply, the sweep and replay read it.
+    Index(
+        "stripe_events_org_id_state_received_at_idx",
+        "org_id",
+        "state",
+        "received_at",
+        postgresql_where=text("state IN ('pending', 'parked')"),
+    ),
 )

@@ -15,9 +15,17 @@ metadata = MetaData(
 )
 
 # Tables shared by every tenant, on purpose: identities exist before and across orgs;
-# billing's routing tables say only which org a Stripe customer or due work belongs to,
-# and its webhook inbox holds Stripe's events before their org is known (docs/BILLING.md).
-# Everything else is org-scoped; tests/db/test_tenant_schema.py holds the line.
+# billing's routing tables hold ids, kinds and times only: which org a Stripe customer, due
+# work or a Stripe event id belongs to, and handled events whose customer no org owns yet,
+# without their body (docs/BILLING.md, "Work across orgs"). Everything else, every body
+# included, is org-scoped; tests/db/test_tenant_schema.py holds the line.
 GLOBAL_TABLES = frozenset(
-    {"users", "alembic_version", "stripe_customer_routes", "billing_due_work", "stripe_events"}
+    {
+        "users",
+        "alembic_version",
+        "stripe_customer_routes",
+        "billing_due_work",
+        "stripe_event_ids",
+        "stripe_unrouted_events",
+    }
 )

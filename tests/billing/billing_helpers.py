@@ -18,8 +18,8 @@ import requests
 import stripe
 from sqlalchemy import func, select
 
-from nobill.billing import accounts
-from nobill.billing.tables import stripe_events, stripe_outbox
+from nobill.billing import accounts, inbox
+from nobill.billing.tables import stripe_event_ids, stripe_outbox
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
 from support import Client, mint, new_user
@@ -150,12 +150,10 @@ class BillingWorld:
         if not idle.get("idle"):
             return False
         with UnitOfWork(self.database) as uow:
-            pending_events = uow.execute(
-                select(func.count())
-                .select_from(stripe_events)
-                .where(stripe_events.c.state == "pending", stripe_events.c.received_at >= self.started_at)
-            ).scalar_one()
-        if pending_events:
+            stored = list(uow.execute(
+                select(stripe_event_ids.c.event_id).where(stripe_event_ids.c.received_at >= self.started_at)
+            ).scalars())
+        if any(record.state == "pending" for record in inbox.find(database=self.database, event_ids=stored).values()):
             return False
         if org_id:
             with UnitOfWork(self.database, org_id=org_id) as uow:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from billing_helpers import BillingWorld, audit_events, control
 from nobill.billing import accounts, inbox, inbox_apply
-from nobill.billing.tables import stripe_events, subscriptions
+from nobill.billing.tables import subscriptions
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.errors import StripeTransient
 from nobill.stripe.gateway import StripeGateway
@@ -105,10 +105,8 @@ def _apply(world: BillingWorld, gateway: Any, event_ids: list[str], *, max_attem
     )
 
 
-def _rows(world: BillingWorld, event_ids: list[str]) -> dict[str, Any]:
-    with UnitOfWork(world.database) as uow:
-        rows = uow.execute(select(stripe_events).where(stripe_events.c.event_id.in_(event_ids))).all()
-    return {row.event_id: row for row in rows}
+def _rows(world: BillingWorld, event_ids: list[str]) -> dict[str, inbox.EventRecord]:
+    return inbox.find(database=world.database, event_ids=event_ids)
 
 
 @pytest.fixture
@@ -154,7 +152,7 @@ def test_an_unknown_customer_does_not_hold_back_the_others(billing: BillingWorld
     rows = _rows(billing, [known, unknown])
     assert rows[known].state == "applied", "...but the known customer's event is applied meanwhile"
     assert (rows[unknown].state, rows[unknown].attempts) == ("pending", 1)
-    assert "cus_nobodys" in rows[unknown].last_error
+    assert "cus_nobodys" in (rows[unknown].reason or "")
 
     assert _apply(billing, gateway, [unknown, known], max_attempts=2) == Counter({"parked": 1})
     assert _rows(billing, [unknown])[unknown].state == "parked"
@@ -170,7 +168,7 @@ def test_an_object_stripe_refuses_parks_only_its_events(billing: BillingWorld, o
 
     rows = _rows(billing, [gone, fine])
     assert rows[fine].state == "applied"
-    assert rows[gone].state == "parked" and rows[gone].last_error
+    assert rows[gone].state == "parked" and rows[gone].reason
 
 
 def test_a_change_is_audited_as_reported_by_the_last_event_that_named_it(billing: BillingWorld, orgs: list[Org], store, gateway) -> None:  # noqa: ANN001

@@ -10,12 +10,11 @@ import uuid
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
 
 from billing_helpers import BillingWorld, stripe_client
-from nobill.billing.tables import stripe_events
+from nobill.billing import inbox
 from nobill.db.database import Database
-from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.webhooks import sign
 from nobill.v1 import billing_pb2, billing_pb2_grpc
 from support import bearer, code_of, mint, new_user
@@ -45,15 +44,12 @@ def _ingest(world: BillingWorld, payload: bytes, header: str, token: str | None 
 
 
 def _received_at(world: BillingWorld, event_id: str):  # noqa: ANN202
-    with UnitOfWork(world.database) as uow:
-        return uow.execute(
-            select(stripe_events.c.received_at).where(stripe_events.c.event_id == event_id)
-        ).scalar_one()
+    return inbox.find(database=world.database, event_ids=[event_id])[event_id].received_at
 
 
 def _state(world: BillingWorld, event_id: str) -> str | None:
-    with UnitOfWork(world.database) as uow:
-        return uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one_or_none()
+    record = inbox.find(database=world.database, event_ids=[event_id]).get(event_id)
+    return record.state if record else None
 
 
 def test_a_signed_event_is_stored_under_its_id_and_a_redelivery_is_a_duplicate(billing: BillingWorld) -> None:

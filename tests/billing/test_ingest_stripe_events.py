@@ -13,11 +13,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import select
-
 from billing_helpers import BillingWorld
 from nobill.billing import inbox
-from nobill.billing.tables import stripe_events
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.webhooks import sign
 from nobill.v1 import billing_pb2, billing_pb2_grpc
@@ -48,9 +45,7 @@ def _ingest(world: BillingWorld, deliveries: list[billing_pb2.StripeWebhookDeliv
 
 
 def _states(world: BillingWorld, event_ids: list[str]) -> dict[str, str]:
-    with UnitOfWork(world.database) as uow:
-        rows = uow.execute(select(stripe_events.c.event_id, stripe_events.c.state).where(stripe_events.c.event_id.in_(event_ids)))
-        return {row.event_id: row.state for row in rows}
+    return {event_id: record.state for event_id, record in inbox.find(database=world.database, event_ids=event_ids).items()}
 
 
 def test_a_mixed_batch_gets_one_result_per_delivery_in_order(billing: BillingWorld) -> None:

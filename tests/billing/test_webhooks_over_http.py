@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 
 from billing_helpers import BillingWorld
-from nobill.billing.tables import stripe_events
+from nobill.billing.tables import stripe_event_ids
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.webhooks import sign
 
@@ -42,7 +42,9 @@ def _post(world: BillingWorld, body: bytes, signature: str | None) -> tuple[int,
 
 def _stored(world: BillingWorld, event_id: str) -> int:
     with UnitOfWork(world.database) as uow:
-        return uow.execute(select(func.count()).select_from(stripe_events).where(stripe_events.c.event_id == event_id)).scalar_one()
+        return uow.execute(
+            select(func.count()).select_from(stripe_event_ids).where(stripe_event_ids.c.event_id == event_id)
+        ).scalar_one()
 
 
 def test_a_signed_delivery_is_stored_before_the_200_and_a_redelivery_is_a_duplicate(billing: BillingWorld) -> None:

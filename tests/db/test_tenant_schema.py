@@ -104,3 +104,34 @@ def test_the_app_role_cannot_bypass_row_level_security(superuser: psycopg.Connec
         "WHERE r.rolname = 'nobill_app' AND c.relpersistence <> 't'"
     ).fetchone()
     assert owned == (0,), "the app role must own nothing"
+
+
+# A column that holds what a tenant sent or received (a webhook body, a JSON document, bytes).
+_BODY_COLUMNS = """SELECT c.table_name, c.column_name FROM information_schema.columns c
+                   JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+                   WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+                     AND (c.data_type IN ('json', 'jsonb', 'bytea') OR c.column_name ~ '(payload|body)')"""
+
+
+def test_every_table_holding_a_payload_or_body_is_org_scoped_under_forced_rls(superuser: psycopg.Connection) -> None:
+    forced = {
+        name for (name,) in superuser.execute(
+            """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'public' AND c.relrowsecurity AND c.relforcerowsecurity
+                 AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)"""
+        ).fetchall()
+    }
+    holding = superuser.execute(_BODY_COLUMNS).fetchall()
+    assert ("stripe_events", "payload") in holding, "expected the webhook inbox's bodies"
+    offenders = sorted({(table, column) for table, column in holding if table in GLOBAL_TABLES or table not in forced})
+    assert offenders == [], f"payload/body columns outside forced row-level security: {offenders}"
+
+
+def test_global_routing_tables_hold_ids_kinds_and_times_only(superuser: psycopg.Connection) -> None:
+    routing = GLOBAL_TABLES - {"users", "alembic_version"}
+    rows = superuser.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
+    ).fetchall()
+    allowed = {"text", "timestamp with time zone", "integer", "bigint", "boolean"}
+    offenders = [(table, column, kind) for table, column, kind in rows if table in routing and kind not in allowed]
+    assert offenders == [], f"global routing tables may hold ids, kinds, counts and times only: {offenders}"
