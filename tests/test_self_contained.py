@@ -17,9 +17,9 @@ _SHARED = "sha" + "red"
 OUTSIDE_REFERENCES = re.compile(
     "|".join(
         [
-            r"\.\.[/\\]" + _SHARED + r"\b",  # ../shared
-            r"\b" + _SHARED + r"[/\\](?:stripe|ARCHITECTURE|STYLE|NOTES)\b",  # shared/stripe/..., shared/STYLE.md
-            r"\.parent\s*/\s*[\"']" + _SHARED + r"[\"']",  # REPO_ROOT.parent / "shared"
+            r"\.\.[/\\]" + _SHARED + r"\b",  # the directory, relative to the repository
+            r"\b" + _SHARED + r"[/\\](?:stripe|ARCHITECTURE|STYLE|NOTES)\b",  # a file inside it
+            r"\.parent\s*/\s*[\"']" + _SHARED + r"[\"']",  # a path built beside the repository
             r"/work/" + _SHARED + r"\b",
         ]
     )
