@@ -170,6 +170,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, fresh_database: str, redi
         "NOBILL_SEAT_SYNC_DELAY_SECONDS": "3600",
         # A job failing the same way twice is parked (test_jobs_parked_and_replay).
         "NOBILL_JOB_POISON_AFTER": "2",
+        # Every test here creates its orgs as dev's one user.
+        "NOBILL_RATE_LIMIT_ORGS_PER_DAY": "0",
     }
     data_dir = home / ".nobill"
     info, process = start_dev(data_dir, dev_env, home / "ready")
@@ -434,6 +436,24 @@ def test_audit_checkpoint_and_verify(platform: Platform, tmp_path: Path) -> None
     assert broken.returncode == 1 and "BROKEN" in broken.stdout, broken.stdout + broken.stderr
 
 
+@covers("audit seal")
+def test_audit_seal_keeps_sealed_chains_and_refuses_one_that_lost_its_seal(platform: Platform) -> None:
+    kept, stripped = _org(platform, "Sealed Co"), _org(platform, "Unsealed Co")
+    result = run_nobill("audit", "seal", "--org", kept, env=platform.env)
+    assert result.returncode == 0 and f"{kept}: already sealed, keyed from event 1" in result.stdout, result.stdout + result.stderr
+    with psycopg.connect(platform.database_url, autocommit=True) as superuser:
+        superuser.execute(  # as an attacker would, to pass an unkeyed history off as pre-key
+            "UPDATE audit_chain_heads SET keyed_from_sequence = NULL, seal_key_id = NULL, seal = NULL WHERE org_id = %s",
+            (stripped,),
+        )
+    refused = run_nobill("audit", "seal", "--org", stripped, env=platform.env)
+    assert refused.returncode == 1 and f"{stripped}: NOT SEALED" in refused.stdout, refused.stdout + refused.stderr
+    verified = run_nobill("audit", "verify", "--org", kept, "--org", stripped, env=platform.env)
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    assert f"{kept}: valid" in verified.stdout and f"{stripped}: BROKEN" in verified.stdout, verified.stdout
+    assert _chain_is_valid(platform, kept) and not _chain_is_valid(platform, stripped)
+
+
 # --- the long-running commands ------------------------------------------------------------------
 
 
@@ -575,7 +595,7 @@ def test_the_readme_tour_runs_against_dev(platform: Platform, monkeypatch: pytes
         exec(compile(block, f"README.md python block {number}", "exec"), namespace)  # noqa: S102
     out = capsys.readouterr().out
     assert "TRIALING" in out and "member.added" in out and "valid: true" in out
-    assert 'reason: "FIELD_REQUIRED"' in out and 'field: "name"' in out
+    assert 'reason: "FIELD_REQUIRED"' in out and 'field: "name"' in out, out
     assert "b'" not in out  # details unpacked, not printed as raw bytes
     assert namespace["subscription"]().has_payment_method
     assert namespace["recorder"].stats.accepted == 2 and namespace["recorder"].stats.duplicates == 1

@@ -1,6 +1,11 @@
 """The audit log: appended in the same transaction as the change it records,
 hash-chained per org with a key kept outside the database (HMAC-SHA256 under
-NOBILL_AUDIT_KEY), verified on demand, optionally against a signed checkpoint."""
+NOBILL_AUDIT_KEY), verified on demand, optionally against a signed checkpoint.
+
+Each org's chain head is sealed under the key: (org, last sequence, last hash, and the
+sequence from which the chain is keyed). Unkeyed events (from before audit keys) verify
+only below that mark, so someone who can write the database but lacks the key cannot
+downgrade a keyed chain to plain SHA-256: they cannot seal the head they would need."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +29,14 @@ from nobill.errors import InvalidArgument
 from nobill.text import clean_text
 
 GENESIS_HASH = "0" * 64
+HEAD_SEAL_FORMAT = "nobill-audit-head/1"
 _CHAIN_BATCH = 1000
+_UNSEALED_HELP = (
+    "history rewritten without the audit key, or from before audit keys and never sealed: "
+    "`nobill audit seal` seals such a chain once, right after upgrading"
+)
+
+log = logging.getLogger("nobill.audit")
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,10 @@ class AuditEvent:
     previous_hash: str
     hash: str
     key_id: str | None = None  # None: written before audit keys (plain SHA-256)
+    # The sequence from which the org's chain is keyed, stated under the key; None for
+    # unkeyed events, keyed events from before sealed heads, and events appended to an
+    # unsealed head (which the application never seals on its own).
+    keyed_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +70,7 @@ class ChainReport:
 
 def _canonical(event: AuditEvent) -> bytes:
     """A canonical JSON form of the event (its own `hash` aside), with the previous
-    event's hash and, for keyed events, the key id."""
+    event's hash and, for keyed events, the key id and the chain's keyed-from mark."""
     fields: list[Any] = [
         event.org_id,
         event.sequence,
@@ -71,6 +88,8 @@ def _canonical(event: AuditEvent) -> bytes:
     ]
     if event.key_id is not None:
         fields.append(event.key_id)
+    if event.keyed_from is not None:
+        fields.append(event.keyed_from)
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -96,9 +115,65 @@ def _check_hash(event: AuditEvent, keyring: keys.AuditKeyring) -> str | None:
     return None if verified else "content does not match its keyed hash"
 
 
+@dataclass(frozen=True)
+class _Head:
+    last_sequence: int
+    last_hash: str
+    keyed_from_sequence: int | None
+    seal_key_id: str | None
+    seal: str | None
+
+
+def _head_message(org_id: str, last_sequence: int, last_hash: str, keyed_from: int) -> bytes:
+    """What a head's seal covers."""
+    return json.dumps([HEAD_SEAL_FORMAT, org_id, last_sequence, last_hash, keyed_from], separators=(",", ":")).encode()
+
+
+def _seal_problem(keyring: keys.AuditKeyring, org_id: str, head: _Head) -> str | None:
+    """Why the head's seal does not vouch for it, or None when it does."""
+    if head.seal is None or head.seal_key_id is None or head.keyed_from_sequence is None:
+        return "the chain head is not sealed with an audit key"
+    message = _head_message(org_id, head.last_sequence, head.last_hash, head.keyed_from_sequence)
+    verified = keyring.verify(head.seal_key_id, message, head.seal)
+    if verified is None:
+        return f"the chain head is sealed with audit key {head.seal_key_id!r}, which is not configured (NOBILL_AUDIT_KEY)"
+    return None if verified else "the chain head's seal does not match it (the head was changed without the audit key)"
+
+
+def _locked_head(uow: UnitOfWork, org_id: str) -> _Head | None:
+    row = uow.execute(
+        text(
+            "SELECT last_sequence, last_hash, keyed_from_sequence, seal_key_id, seal "
+            "FROM nobill_lock_audit_head(:org_id)"
+        ),
+        {"org_id": org_id},
+    ).one_or_none()
+    return None if row is None else _Head(*row)
+
+
+def _seal_head(
+    uow: UnitOfWork, keyring: keys.AuditKeyring, org_id: str, last_sequence: int, last_hash: str, keyed_from: int
+) -> None:
+    """Seal the org's current head under the newest key (the database refuses a head that moved)."""
+    key_id, seal = keyring.sign(_head_message(org_id, last_sequence, last_hash, keyed_from))
+    sealed = uow.execute(
+        text("SELECT nobill_seal_audit_head(:org_id, :sequence, :hash, :keyed_from, :key_id, :seal)"),
+        {"org_id": org_id, "sequence": last_sequence, "hash": last_hash, "keyed_from": keyed_from, "key_id": key_id,
+         "seal": seal},
+    ).scalar_one()
+    assert sealed, "the audit chain head moved inside its own transaction"
+
+
 def start_chain(*, uow: UnitOfWork, org_id: str) -> None:
-    """Create the org's chain head; called once, when the org is created."""
-    uow.execute(insert(audit_chain_heads).values(org_id=org_id, last_sequence=0, last_hash=GENESIS_HASH))
+    """Create the org's chain head, keyed from its first event and sealed; called once,
+    when the org is created."""
+    # NOTE: an org created with keys installed can have no unkeyed event: its mark is 1.
+    key_id, seal = keys.current().sign(_head_message(org_id, 0, GENESIS_HASH, 1))
+    uow.execute(
+        insert(audit_chain_heads).values(
+            org_id=org_id, last_sequence=0, last_hash=GENESIS_HASH, keyed_from_sequence=1, seal_key_id=key_id, seal=seal
+        )
+    )
 
 
 def record(
@@ -118,9 +193,16 @@ def record(
     # NOTE: the row lock on the head serialises appends per org, so sequence numbers are
     # gapless and each event's previous_hash is the hash of the event just before it.
     # The app role locks it through a function and a trigger advances it on insert.
-    head = uow.execute(
-        text("SELECT last_sequence, last_hash FROM nobill_lock_audit_head(:org_id)"), {"org_id": org_id}
-    ).one()
+    head = _locked_head(uow, org_id)
+    assert head is not None, f"organization {org_id} has no audit chain head"
+    # NOTE: the mark is carried forward only from a head sealed under the key. An unsealed
+    # head (tampered with, or from before sealed heads) is never sealed here: sealing it
+    # would vouch for whatever history lies below it. `nobill audit seal` does that, once.
+    unsealed = _seal_problem(keyring, org_id, head)
+    if unsealed is not None:
+        log.warning("audit chain of %s: %s; the event is keyed but the head stays unsealed (%s)", org_id, unsealed,
+                    _UNSEALED_HELP)
+    keyed_from = head.keyed_from_sequence if unsealed is None else None
     unsigned = AuditEvent(
         org_id=org_id,
         sequence=head.last_sequence + 1,
@@ -134,6 +216,7 @@ def record(
         created_at=dt.datetime.now(dt.timezone.utc),
         previous_hash=head.last_hash,
         hash="",
+        keyed_from=keyed_from,
     )
     event = _signed(unsigned, keyring)
     uow.execute(
@@ -153,8 +236,11 @@ def record(
             previous_hash=event.previous_hash,
             hash=event.hash,
             key_id=event.key_id,
+            keyed_from_sequence=event.keyed_from,
         )
     )
+    if keyed_from is not None:
+        _seal_head(uow, keyring, org_id, event.sequence, event.hash, keyed_from)
     return event
 
 
@@ -173,6 +259,7 @@ def _from_row(row: Any) -> AuditEvent:
         previous_hash=row.previous_hash,
         hash=row.hash,
         key_id=row.key_id,
+        keyed_from=row.keyed_from_sequence,
     )
 
 
@@ -215,53 +302,169 @@ def list_(
     return [_from_row(row) for row in rows], next_token
 
 
-def verify_chain(*, uow: UnitOfWork, checkpoint: Checkpoint | None = None) -> ChainReport:
-    """Recompute every hash of the org's chain, oldest first; report the first broken link.
-    With a checkpoint (already signature-checked), the chain must also still hold the
-    checkpointed event unchanged: a rewritten or truncated history fails even when every
-    hash after it was recomputed."""
-    keyring = keys.current()
-    expected_previous = GENESIS_HASH
-    expected_sequence = 1
-    checked = 0
+@dataclass
+class _Walk:
+    checked: int = 0
+    last_hash: str = GENESIS_HASH
+    last_unkeyed: int = 0  # the newest unkeyed event's sequence; 0 if none
+    stated_mark: int | None = None  # the keyed-from mark the first event stating one states
+    broken: ChainReport | None = None
+
+
+def _walk(
+    uow: UnitOfWork,
+    keyring: keys.AuditKeyring,
+    *,
+    mark: int | None,
+    unkeyed_problem: str,
+    checkpoint: Checkpoint | None,
+) -> _Walk:
+    """Recompute every hash of the bound org's chain, oldest first, and stop at the first
+    broken link. Unkeyed events are refused from `mark` on (`unkeyed_problem` says why; it
+    may name {sequence} and {mark}); with `mark` None (sealing a chain from before keys),
+    anywhere before the first keyed one."""
+    walk = _Walk()
     keyed_seen = False
     while True:
         rows = uow.execute(
             select(audit_events)
-            .where(audit_events.c.sequence >= expected_sequence)
+            .where(audit_events.c.sequence > walk.checked)
             .order_by(audit_events.c.sequence)
             .limit(_CHAIN_BATCH)
         ).all()
         if not rows:
-            break
+            return walk
         for row in rows:
             event = _from_row(row)
-            if event.sequence != expected_sequence:
-                return ChainReport(False, checked, expected_sequence, f"event {expected_sequence} is missing")
-            if event.previous_hash != expected_previous:
-                return ChainReport(False, checked, event.sequence, "previous_hash does not match the event before it")
-            if event.key_id is None and keyed_seen:
-                # Unkeyed events may only precede the first keyed one (history from before keys).
-                return ChainReport(False, checked, event.sequence, "unkeyed event after keyed events")
+            expected = walk.checked + 1
+
+            def broken(sequence: int, reason: str) -> _Walk:
+                walk.broken = ChainReport(False, walk.checked, sequence, reason)
+                return walk
+
+            if event.sequence != expected:
+                return broken(expected, f"event {expected} is missing")
+            if event.previous_hash != walk.last_hash:
+                return broken(event.sequence, "previous_hash does not match the event before it")
+            if event.key_id is None:
+                if keyed_seen:
+                    # Unkeyed events may only precede the first keyed one (history from before keys).
+                    return broken(event.sequence, "unkeyed event after keyed events")
+                if mark is not None and event.sequence >= mark:
+                    return broken(
+                        event.sequence,
+                        unkeyed_problem.replace("{sequence}", str(event.sequence)).replace("{mark}", str(mark)),
+                    )
+                walk.last_unkeyed = event.sequence
             keyed_seen = keyed_seen or event.key_id is not None
             problem = _check_hash(event, keyring)
             if problem is not None:
-                return ChainReport(False, checked, event.sequence, problem)
+                return broken(event.sequence, problem)
+            if event.keyed_from is not None:
+                if walk.stated_mark is None:
+                    walk.stated_mark = event.keyed_from
+                if mark is not None and event.keyed_from != mark:
+                    return broken(
+                        event.sequence,
+                        f"event {event.sequence} states the chain is keyed from event {event.keyed_from}, "
+                        f"its head from event {mark}",
+                    )
             if checkpoint is not None and event.sequence == checkpoint.sequence and event.hash != checkpoint.hash:
-                return ChainReport(False, checked, event.sequence, "event differs from the checkpoint (history rewritten)")
-            checked += 1
-            expected_previous = event.hash
-            expected_sequence += 1
-    head = uow.execute(select(audit_chain_heads.c.last_sequence, audit_chain_heads.c.last_hash)).one_or_none()
-    if head is not None and (head.last_sequence != checked or head.last_hash != expected_previous):
+                return broken(event.sequence, "event differs from the checkpoint (history rewritten)")
+            walk.checked += 1
+            walk.last_hash = event.hash
+
+
+def verify_chain(*, uow: UnitOfWork, checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Recompute every hash of the org's chain, oldest first; report the first broken link.
+    The head must be sealed under a configured key; unkeyed events verify only below the
+    mark it seals (with no valid seal, none do). With a checkpoint (already
+    signature-checked), the chain must also still hold the checkpointed event unchanged: a
+    history cut short and sealed again by someone holding the key fails too."""
+    keyring = keys.current()
+    org_id = uow.org_id
+    assert org_id, "a chain belongs to an org"
+    row = uow.execute(
+        select(
+            audit_chain_heads.c.last_sequence,
+            audit_chain_heads.c.last_hash,
+            audit_chain_heads.c.keyed_from_sequence,
+            audit_chain_heads.c.seal_key_id,
+            audit_chain_heads.c.seal,
+        )
+    ).one_or_none()
+    if row is None:
+        return ChainReport(False, 0, 1, "the organization has no audit chain head (it was deleted)")
+    head = _Head(*row)
+    seal_problem = _seal_problem(keyring, org_id, head)
+    if seal_problem is None:
+        assert head.keyed_from_sequence is not None
+        mark = head.keyed_from_sequence
+        unkeyed_problem = (
+            "event {sequence} is unkeyed, but the sealed chain head says the chain is keyed from event {mark} "
+            "(history rewritten without the audit key)"
+        )
+    else:
+        # NOTE: without a valid seal nothing says where keyed history starts, so no unkeyed
+        # event is trusted: a rewrite to plain SHA-256 is what this refuses.
+        mark = 1
+        unkeyed_problem = "event {sequence} is unkeyed and " + seal_problem + f" ({_UNSEALED_HELP})"
+    walk = _walk(uow, keyring, mark=mark, unkeyed_problem=unkeyed_problem, checkpoint=checkpoint)
+    if walk.broken is not None:
+        return walk.broken
+    checked = walk.checked
+    if head.last_sequence != checked or head.last_hash != walk.last_hash:
         # Events were removed from the end, or the head was rewound.
         return ChainReport(False, checked, checked + 1, "the chain is shorter than its recorded head")
+    if checked == 0:
+        # Creating an org records its first event in the same transaction.
+        return ChainReport(False, 0, 1, "the chain has no events (every organization's chain starts when it is created)")
     if checkpoint is not None and checked < checkpoint.sequence:
         return ChainReport(
             False, checked, checked + 1, f"the chain ends before the checkpoint's event {checkpoint.sequence} (truncated)"
         )
+    if seal_problem is not None:
+        return ChainReport(False, checked, head.last_sequence, f"{seal_problem} at event {head.last_sequence} ({_UNSEALED_HELP})")
     return ChainReport(True, checked, 0, "")
 
+
+@dataclass(frozen=True)
+class SealReport:
+    sealed: bool
+    keyed_from: int
+    message: str
+
+
+def seal_chain(*, uow: UnitOfWork) -> SealReport:
+    """Seal the bound org's chain head if it has none: for chains from before sealed heads
+    (migration 0007), once, right after upgrading. Keyed from one past its newest unkeyed
+    event. Refuses a chain that does not verify, a head whose seal is wrong, and a chain
+    whose events state a mark (it was sealed before, so its seal was removed)."""
+    keyring = keys.current()
+    org_id = uow.org_id
+    assert org_id, "a chain belongs to an org"
+    head = _locked_head(uow, org_id)
+    if head is None:
+        return SealReport(False, 0, "the organization has no audit chain head")
+    problem = _seal_problem(keyring, org_id, head)
+    if problem is None:
+        assert head.keyed_from_sequence is not None
+        return SealReport(True, head.keyed_from_sequence, f"already sealed, keyed from event {head.keyed_from_sequence}")
+    if head.seal is not None:
+        return SealReport(False, 0, problem)
+    walk = _walk(uow, keyring, mark=None, unkeyed_problem="", checkpoint=None)
+    if walk.broken is not None:
+        return SealReport(False, 0, f"the chain does not verify at event {walk.broken.first_broken_sequence}: {walk.broken.reason}")
+    if walk.checked != head.last_sequence or walk.last_hash != head.last_hash:
+        return SealReport(False, 0, "the chain is shorter than its recorded head")
+    if walk.stated_mark is not None:
+        return SealReport(
+            False, 0, f"its events say it was sealed before (keyed from event {walk.stated_mark}) and its seal is gone: "
+            "the head or the history was tampered with",
+        )
+    keyed_from = walk.last_unkeyed + 1
+    _seal_head(uow, keyring, org_id, head.last_sequence, head.last_hash, keyed_from)
+    return SealReport(True, keyed_from, f"sealed, keyed from event {keyed_from}")
 
 
 @dataclass(frozen=True)
@@ -276,3 +479,8 @@ def heads(*, uow: UnitOfWork) -> list[ChainHead]:
     is the one read across orgs)."""
     rows = uow.execute(text("SELECT org_id, last_sequence, last_hash FROM nobill_audit_heads()")).all()
     return [ChainHead(row.org_id, row.last_sequence, row.last_hash) for row in rows]
+
+
+def org_ids(*, uow: UnitOfWork) -> list[str]:
+    """Every org's id, headless ones included, to verify every chain (uow bound to no org)."""
+    return list(uow.execute(text("SELECT org_id FROM nobill_audit_org_ids()")).scalars())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -38,9 +39,21 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+# Stripe's own key prefixes (sk_live_, rk_test_, pk_live_...): public parts of a key.
+_KEY_PREFIX = re.compile(r"(?:sk|rk|pk)_(?:test|live)_")
+# A secret shows its last four characters only when this many more stay hidden.
+_HIDDEN_AT_LEAST = 12
+
+
 def _mask(key: str) -> str:
-    prefix = key[: key.find("_", 3) + 1] if key.count("_") >= 2 else ""
-    return prefix + "*" * max(0, len(key) - len(prefix) - 4) + key[-4:]
+    """The key as Stripe shows a refused one (`sk_live_********************1234`): a known
+    prefix and the last four characters of a long secret, never more; a fixed run of
+    asterisks, so not even the secret's length shows."""
+    match = _KEY_PREFIX.match(key)
+    prefix = match.group(0) if match else ""
+    secret = key[len(prefix) :]
+    tail = secret[-4:] if len(secret) >= _HIDDEN_AT_LEAST + 4 else ""
+    return prefix + "*" * 20 + tail
 
 
 def api_key_from(headers: Mapping[str, str]) -> str:

@@ -129,17 +129,19 @@ def test_rewriting_an_event_and_recomputing_the_rest_is_found(org_with_history, 
     assert (report.valid, report.first_broken_sequence) == (False, 3), report.reason
 
 
-def test_a_whole_history_rewritten_without_keys_is_found_by_a_checkpoint(org_with_history, superuser) -> None:
-    # Every event rewritten as if written before audit keys existed: the chain alone cannot
-    # tell (that is what the checkpoint is for), the checkpoint can.
+def test_a_whole_history_rewritten_without_keys_is_found_with_or_without_a_checkpoint(org_with_history, superuser) -> None:
+    # Every event rewritten as if written before audit keys existed: the sealed head says
+    # the chain is keyed from event 1 (tests/audit/test_audit_downgrade.py), and the
+    # checkpoint says so too.
     owner, org_id = org_with_history
     checkpoint = _checkpoint(superuser, org_id)
     _rewrite_from(superuser, org_id, 1, guessed_key=None, edit={"after": {"name": "Rewritten"}})
 
-    assert _verify(owner, org_id).valid  # documented: legacy (unkeyed) history verifies alone
+    alone = _verify(owner, org_id)
+    assert (alone.valid, alone.first_broken_sequence) == (False, 1), alone.reason
     report = _verify(owner, org_id, checkpoint)
 
-    assert not report.valid and "checkpoint" in report.reason
+    assert (report.valid, report.first_broken_sequence) == (False, 1), report.reason
 
 
 def test_a_dropped_tail_with_a_rewound_head_is_found_by_a_checkpoint(org_with_history, superuser) -> None:
@@ -153,7 +155,8 @@ def test_a_dropped_tail_with_a_rewound_head_is_found_by_a_checkpoint(org_with_hi
     )
     superuser.execute("SET session_replication_role = DEFAULT")
 
-    assert _verify(owner, org_id).valid  # consistent, but shorter
+    alone = _verify(owner, org_id)  # consistent, but shorter: the head's seal no longer matches it
+    assert not alone.valid and "seal does not match" in alone.reason, alone.reason
     report = _verify(owner, org_id, checkpoint)
 
     assert (report.valid, report.first_broken_sequence) == (False, 4)

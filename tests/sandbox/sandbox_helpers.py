@@ -26,7 +26,8 @@ from nobill.sandbox.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES_ENV = "NOBILL_STRIPE_FIXTURES"
-DEFAULT_FIXTURES = REPO_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
+# Stripe's example objects, vendored with their MIT licence (see stripe_fixtures/README.md).
+DEFAULT_FIXTURES = Path(__file__).resolve().parent / "stripe_fixtures" / "fixtures3.json"
 
 # Webhook retries and the real-time ticker run at test speed.
 FAST_SETTINGS = dict(
@@ -144,17 +145,16 @@ def _read_fixtures(path: str) -> dict[str, Any]:
 
 
 def stripe_example_objects() -> dict[str, Any]:
-    """Stripe's official example object per resource, from the shared reference data.
-
-    CI keeps `shared/` beside the repository; NOBILL_STRIPE_FIXTURES may point elsewhere.
+    """Stripe's official example object per resource (tests/sandbox/stripe_fixtures, vendored
+    from Stripe's OpenAPI repository); NOBILL_STRIPE_FIXTURES may point at another copy.
     Called inside the tests, so a missing file FAILS them (never skips, never errors out
     in a fixture): the shape checks must not disappear silently.
     """
     path = Path(os.environ.get(FIXTURES_ENV) or DEFAULT_FIXTURES)
     if not path.is_file():
         pytest.fail(
-            f"Stripe's example objects were not found at {path}. Put the shared reference data beside the "
-            f"repository (../shared/stripe/fixtures3.json) or set {FIXTURES_ENV} to the file's path.",
+            f"Stripe's example objects were not found at {path}. The repository carries them in "
+            f"tests/sandbox/stripe_fixtures/fixtures3.json; {FIXTURES_ENV} may name another copy.",
             pytrace=False,
         )
     return _read_fixtures(str(path))

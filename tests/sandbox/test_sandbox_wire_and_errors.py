@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 
 import pytest
 import stripe
@@ -40,7 +41,37 @@ def test_keys_other_than_test_secret_keys_are_refused_with_401(sandbox, key):
     assert caught.value.http_status == 401
     assert caught.value.error.type == "invalid_request_error"  # what Stripe sends with a 401
     assert "Invalid API Key provided" in caught.value.user_message
-    assert key[-4:] in caught.value.user_message and (len(key) <= 8 or key not in caught.value.user_message)
+
+
+# A live key pointed at the sandbox by mistake must not end up in its answer or its log.
+LIVE_KEY = "sk_live_51HxAbCdEfGhIjKlMnOpQrStUvWxYz0123456789aBcDeFgHiJkLmNoPqRsTuVwXyZ98765"
+MISTAKEN_KEYS = {
+    "live-secret": (LIVE_KEY, "sk_live_********************8765"),
+    "live-restricted": ("rk_live_51HxRestrictedKeyValue0123456789", "rk_live_********************6789"),
+    "publishable": ("pk_test_51HxPublishableKeyValue0123", "pk_test_********************0123"),
+    "short-live": ("sk_live_1234", "sk_live_********************"),
+    "no-known-prefix": ("mysecretpassword_x_y_verylongtail", "********************tail"),
+    "short-no-prefix": ("hunter2", "********************"),
+}
+
+
+@pytest.mark.parametrize(("key", "masked"), MISTAKEN_KEYS.values(), ids=MISTAKEN_KEYS.keys())
+def test_a_refused_key_is_masked_like_stripe_does_in_the_answer_and_the_log(sandbox, caplog, key, masked):
+    client = new_client(sandbox.url, api_key=key)
+    with caplog.at_level(logging.DEBUG), pytest.raises(stripe.AuthenticationError) as caught:
+        client.v1.customers.create({"email": "someone@example.com"})
+
+    message = caught.value.user_message
+    assert message.startswith(f"Invalid API Key provided: {masked} ") or message == f"Invalid API Key provided: {masked}"
+    secret = key.removeprefix(key[:8]) if key[2:3] == "_" and key[7:8] == "_" else key
+    # Nothing of the secret shows but (for a long one) its last four characters, as Stripe does.
+    shown = message.removeprefix("Invalid API Key provided: ").split(" ")[0]
+    assert not any(secret[i : i + 5] in shown for i in range(len(secret) - 4)), message
+    assert key not in message
+    assert key not in json.dumps(caught.value.json_body)
+    sandbox_records = [record for record in caplog.records if record.name.startswith("nobill.sandbox")]
+    logged = "\n".join(f"{record.getMessage()} {vars(record)}" for record in sandbox_records)
+    assert key not in logged and secret[:8] not in logged
 
 
 def test_restricted_test_keys_are_accepted_with_every_permission(sandbox):
