@@ -98,6 +98,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def CreateCheckoutSession(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         session = service.create_checkout_session(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,
@@ -110,6 +111,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def ChangePlan(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         value = service.change_plan(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,
@@ -120,6 +122,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def CancelSubscription(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         value = service.cancel(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,

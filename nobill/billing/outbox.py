@@ -136,7 +136,7 @@ def add_coalesced(
     return created
 
 
-def _row(record: Any) -> OutboxRow:
+def row_of(record: Any) -> OutboxRow:
     return OutboxRow(
         org_id=record.org_id,
         outbox_id=record.outbox_id,
@@ -158,7 +158,7 @@ def lock_pending(*, uow: UnitOfWork, outbox_id: str, wait: bool = False) -> Outb
     record = uow.execute(statement).one_or_none()
     if record is None or record.state != "pending":
         return None
-    return _row(record)
+    return row_of(record)
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -199,6 +199,12 @@ def perform(*, uow: UnitOfWork, gateway: StripeGateway, row: OutboxRow) -> str:
             extra={"org_id": row.org_id, "outbox_id": row.outbox_id, "kind": row.kind, "error": error.message},
         )
         return "failed"
+    complete(uow=uow, row=row)
+    return "done"
+
+
+def complete(*, uow: UnitOfWork, row: OutboxRow) -> None:
+    """Mark a locked row done (its Stripe call succeeded), in `uow`."""
     uow.execute(
         update(stripe_outbox)
         .where(stripe_outbox.c.outbox_id == row.outbox_id)
@@ -208,7 +214,6 @@ def perform(*, uow: UnitOfWork, gateway: StripeGateway, row: OutboxRow) -> str:
     current = subscriptions.get(uow=uow, org_id=row.org_id)
     if current.sync_error and current.sync_error.startswith(f"{row.kind} failed"):
         subscriptions.set_sync_error(uow=uow, org_id=row.org_id, error=None)
-    return "done"
 
 
 def run(*, database: Database, gateway: StripeGateway, org_id: str, outbox_id: str) -> str:
