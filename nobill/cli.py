@@ -270,7 +270,7 @@ def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     configure_broker(settings.require("redis_url"), namespace=settings.redis_namespace)
     drifts = seats.reconcile(database=_database(settings), gateway=_stripe_gateway(settings))
     for drift in drifts:
-        print(f"{drift.org_id}: Stripe has {drift.stripe_seats} seat(s), {drift.members} member(s); sync queued")
+        print(f"{drift.org_id}: {drift.message}")
     print(f"{len(drifts)} org(s) drifted")
     return 0
 

@@ -1,6 +1,7 @@
 """Pro seats: the subscription's seat quantity equals the org's member count. Membership
 changes queue one coalesced sync per org (Stripe allows about 200 quantity updates per
-hour per subscription); reconciliation finds and corrects drift."""
+hour per subscription); reconciliation finds and corrects drift (seats, and every other
+difference from the plan: nobill/billing/drift.py)."""
 
 from __future__ import annotations
 
@@ -57,13 +58,23 @@ def sync_seats(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow
 @dataclass(frozen=True)
 class Drift:
     org_id: str
-    stripe_seats: int
+    stripe_seats: int | None  # the Pro seat item's quantity on Stripe (None: no seat item)
     members: int
+    items: tuple[subscriptions.ItemDrift, ...] = ()  # every difference from the plan (drift.py)
+
+    @property
+    def message(self) -> str:
+        """One line for `nobill stripe reconcile-seats`."""
+        return "; ".join(item.message for item in self.items) or f"Stripe has {self.stripe_seats} seat(s), {self.members} member(s)"
 
 
 def reconcile(*, database: Database, gateway: StripeGateway) -> list[Drift]:
-    """Compare every Pro subscription's seats on Stripe with the member count; queue a
-    sync for each drift and report them (log line and audit event per org)."""
+    """Compare every live subscription on Stripe with its plan (Pro seats with the member
+    count, base quantities, unknown or missing prices); queue the corrections, record and
+    audit the drift, and report it (log line and audit event per org). Each org is read in
+    one short unit of work and recorded in another: none is open while Stripe answers."""
+    from nobill.billing import drift
+
     run_id = f"reconcile-{uuid.uuid4().hex[:12]}"
     context = actors_context.system("seat-reconciliation", run_id)
     drifts: list[Drift] = []
@@ -76,24 +87,38 @@ def reconcile(*, database: Database, gateway: StripeGateway) -> list[Drift]:
         for org_id, _customer in page:
             with UnitOfWork(database, org_id=org_id) as uow:
                 current = subscriptions.get(uow=uow, org_id=org_id)
-                if current.plan is not PlanCode.PRO or not current.has_live_stripe_subscription:
-                    continue
-                assert current.stripe_subscription_id
-                try:
-                    snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
-                except StripeFailure as error:
-                    log.warning("seat reconciliation skipped an org", extra={"org_id": org_id, "error": error.message})
-                    continue
-                quantity = subscriptions.seat_quantity(snapshot)
+            if not current.has_live_stripe_subscription:
+                continue
+            assert current.stripe_subscription_id
+            try:
+                snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
+            except StripeFailure as error:
+                log.warning("seat reconciliation skipped an org", extra={"org_id": org_id, "error": error.message})
+                continue
+            with UnitOfWork(database, org_id=org_id) as uow:
+                again = subscriptions.get(uow=uow, org_id=org_id, for_update=True)
+                if again.stripe_subscription_id != snapshot["id"] or not again.has_live_stripe_subscription:
+                    continue  # changed while Stripe answered: the webhook's apply covers it
                 members = subscriptions.member_count(uow=uow)
-                if quantity is None or quantity == members:
-                    continue
-                drifts.append(Drift(org_id, quantity, members))
-                audit.record(
-                    uow=uow, context=context, action="subscription.seat_drift_found", target_type="subscription",
-                    target_id=org_id, before={"seats": quantity}, after={"members": members},
+                quantity = subscriptions.seat_quantity(snapshot)
+                drift.record(
+                    uow=uow, org_id=org_id, snapshot=snapshot, plan=again.plan, live=True, previous=again.drift,
+                    context=context,
                 )
-                outbox.add_coalesced(uow=uow, org_id=org_id, kind="sync_seats", payload={}, context=context, delay_seconds=0)
+                items = subscriptions.get(uow=uow, org_id=org_id).drift
+                seat_drift = again.plan is PlanCode.PRO and quantity is not None and quantity != members
+                if not seat_drift and not items:
+                    uow.commit()
+                    continue
+                drifts.append(Drift(org_id, quantity, members, items))
+                if seat_drift:
+                    audit.record(
+                        uow=uow, context=context, action="subscription.seat_drift_found", target_type="subscription",
+                        target_id=org_id, before={"seats": quantity}, after={"members": members},
+                    )
+                    outbox.add_coalesced(
+                        uow=uow, org_id=org_id, kind="sync_seats", payload={}, context=context, delay_seconds=0
+                    )
                 uow.commit()
         after = page[-1][0]
     log.info("seat reconciliation finished", extra={"drifts": len(drifts), "orgs": [d.org_id for d in drifts], "run_id": run_id})
