@@ -139,9 +139,10 @@ def correct_items(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.Outbox
     """Set every base item whose quantity is not 1 back to 1 (prorated: the credit undoes
     the charge the extra quantity made), reading the subscription as it is now."""
     current = subscriptions.get(uow=uow, org_id=row.org_id)
-    if not current.has_live_stripe_subscription or current.stripe_subscription_id != row.payload.get("subscription"):
+    subscription_id = current.stripe_subscription_id
+    if not current.has_live_stripe_subscription or subscription_id is None or subscription_id != row.payload.get("subscription"):
         return
-    snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
+    snapshot = gateway.retrieve_subscription(subscription_id)
     corrected = []
     for difference in compare(snapshot, plan=current.plan, org_id=row.org_id, members=0, enterprise_price_id=None):
         if difference.kind != BASE_QUANTITY:
