@@ -236,7 +236,7 @@ def _stripe_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     with runtime:
         drifts = seats.reconcile(database=runtime.database, gateway=runtime.gateway)
     for drift in drifts:
-        print(f"{drift.org_id}: Stripe has {drift.stripe_seats} seat(s), {drift.members} member(s); sync queued")
+        print(f"{drift.org_id}: {drift.message}")
     print(f"{len(drifts)} org(s) drifted")
     return 0
 

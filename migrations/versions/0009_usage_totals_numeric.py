@@ -8,14 +8,14 @@ NUMERIC holds any total exactly; each delta row stays bigint (a batch sums at mo
 rewrite is short.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

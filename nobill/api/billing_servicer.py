@@ -8,10 +8,30 @@ import datetime as dt
 from nobill.api import convert
 from nobill.api.context import CallContext, OrgCallContext
 from nobill.billing import inbox, plans, service
-from nobill.billing.subscriptions import Subscription
+from nobill.billing.subscriptions import ItemDrift, Subscription
 from nobill.config import Settings
 from nobill.stripe.gateway import StripeGateway
 from nobill.v1 import billing_pb2, billing_pb2_grpc, common_pb2
+
+
+_DRIFT_KIND = {
+    "base_quantity": billing_pb2.SUBSCRIPTION_DRIFT_KIND_BASE_QUANTITY,
+    "seat_quantity": billing_pb2.SUBSCRIPTION_DRIFT_KIND_SEAT_QUANTITY,
+    "unknown_price": billing_pb2.SUBSCRIPTION_DRIFT_KIND_UNKNOWN_PRICE,
+    "missing_item": billing_pb2.SUBSCRIPTION_DRIFT_KIND_MISSING_ITEM,
+}
+
+
+def _drift(value: ItemDrift) -> billing_pb2.SubscriptionDrift:
+    return billing_pb2.SubscriptionDrift(
+        kind=_DRIFT_KIND.get(value.kind, billing_pb2.SUBSCRIPTION_DRIFT_KIND_UNSPECIFIED),
+        subscription_item_id=value.subscription_item_id,
+        price=value.price,
+        expected_quantity=value.expected_quantity,
+        actual_quantity=value.actual_quantity,
+        correcting=value.correcting,
+        message=value.message,
+    )
 
 
 def _subscription(value: Subscription) -> billing_pb2.Subscription:
@@ -28,6 +48,7 @@ def _subscription(value: Subscription) -> billing_pb2.Subscription:
         sync_error=value.sync_error or "",
         current_period_start=convert.timestamp(value.current_period_start),
         stripe_status=value.stripe_status or "",
+        drift=[_drift(d) for d in value.drift],
     )
 
 
@@ -98,6 +119,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def CreateCheckoutSession(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         session = service.create_checkout_session(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,
@@ -110,6 +132,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def ChangePlan(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         value = service.change_plan(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,
@@ -120,6 +143,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def CancelSubscription(self, request, context: OrgCallContext):  # noqa: N802, ANN001
         value = service.cancel(
             uow=context.uow,
+            database=context.database,
             org_id=request.org_id,
             gateway=self._gateway,
             context=context.audit,

@@ -1,6 +1,7 @@
 """Billing's RPC-facing operations: read the subscription, entitlements and invoices;
 start a checkout, change the plan, cancel. Changes to the subscription itself come only
-from Stripe's webhooks (nobill/billing/inbox.py); these ask Stripe and record the request."""
+from Stripe's webhooks (nobill/billing/inbox.py); these ask Stripe and record the request,
+never with a transaction open while Stripe answers."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from nobill.billing import customers, outbox, plans, prices, subscriptions
 from nobill.billing.plans import PlanCode, SubscriptionStatus
 from nobill.billing.subscriptions import Subscription
 from nobill.billing.tables import invoices, stripe_customers
-from nobill.db.unit_of_work import UnitOfWork
+from nobill.db.database import Database
+from nobill.db.unit_of_work import UnitOfWork, transaction
 from nobill.errors import FailedPrecondition, InvalidArgument, Unavailable
 from nobill.stripe.errors import StripePermanent, StripeTransient
 from nobill.stripe.gateway import StripeGateway
@@ -148,9 +150,22 @@ def _enterprise_price(uow: UnitOfWork, org_id: str) -> str | None:
     ).scalar_one_or_none()
 
 
+def _stripe_failed(gateway: StripeGateway, error: StripeTransient | StripePermanent, what: str) -> Exception:
+    if isinstance(error, StripeTransient):
+        return _unavailable(gateway, error)
+    return FailedPrecondition(f"Stripe refused {what}: {error.message}")
+
+
+# Each RPC below that calls Stripe runs in three steps (docs/ARCHITECTURE.md, "Calling
+# Stripe"): the call's unit of work reads and decides, then commits and gives its connection
+# back; Stripe is called with an idempotency key derived from local ids, with no
+# transaction open; a second short unit of work records the outcome, re-checking the state.
+
+
 def create_checkout_session(
     *,
     uow: UnitOfWork,
+    database: Database,
     org_id: str,
     gateway: StripeGateway,
     context: AuditContext,
@@ -162,22 +177,24 @@ def create_checkout_session(
     needs no card while nothing is due; an org with a live subscription must use ChangePlan."""
     _check_url(success_url, "success_url")
     _check_url(cancel_url, "cancel_url")
-    current = subscriptions.get(uow=uow, org_id=org_id, for_update=True)
-    if current.has_live_stripe_subscription:
-        raise FailedPrecondition(
-            f"the organization already has a {current.status.value} {current.plan.value} subscription; use ChangePlan"
-        )
+    # NOTE: a plain read, no row lock: nothing is written here, and the decision is checked
+    # again when the session is recorded.
+    current = subscriptions.get(uow=uow, org_id=org_id)
+    _refuse_live(current)
     _check_member_limit(uow, plan)
     now = _now()
     trial_end = None
     if current.status is SubscriptionStatus.TRIALING and current.trial_end and current.trial_end - now >= MIN_CHECKOUT_TRIAL:
         trial_end = int(current.trial_end.timestamp())
+    seats = subscriptions.member_count(uow=uow)
+    enterprise_price_id = _enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None
+    customer = customers.find(uow=uow, org_id=org_id)
+    uow.commit()
+    uow.release()
+
     try:
-        customer_id = customers.ensure_customer(uow=uow, gateway=gateway, org_id=org_id)
-        items = prices.line_items(
-            gateway, plan, seats=subscriptions.member_count(uow=uow),
-            enterprise_price_id=_enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None,
-        )
+        customer_id = customers.ensure(database=database, gateway=gateway, customer=customer)
+        items = prices.line_items(gateway, plan, seats=seats, enterprise_price_id=enterprise_price_id)
         session = gateway.create_checkout_session(
             customer=customer_id,
             org_id=org_id,
@@ -187,100 +204,114 @@ def create_checkout_session(
             trial_end=trial_end,
             idempotency_key=f"nobill-checkout-{org_id}-{context.request_id}-{plan.value}",
         )
-    except StripeTransient as error:
-        raise _unavailable(gateway, error) from error
-    except StripePermanent as error:
-        raise FailedPrecondition(f"Stripe refused the checkout: {error.message}") from error
-    audit.record(
-        uow=uow,
-        context=context,
-        action="checkout.session_created",
-        target_type="checkout_session",
-        target_id=session["id"],
-        after={"plan": plan.value, "trial_end": trial_end},
-    )
+    except (StripeTransient, StripePermanent) as error:
+        raise _stripe_failed(gateway, error, "the checkout") from error
+
+    with transaction(database, org_id=org_id) as recording:
+        # A subscription that went live meanwhile (another checkout completed): this
+        # session's URL is not handed out.
+        _refuse_live(subscriptions.get(uow=recording, org_id=org_id))
+        audit.record(
+            uow=recording,
+            context=context,
+            action="checkout.session_created",
+            target_type="checkout_session",
+            target_id=session["id"],
+            after={"plan": plan.value, "trial_end": trial_end},
+        )
     return CheckoutSession(session["id"], session.get("url") or "")
 
 
+def _refuse_live(current: Subscription) -> None:
+    if current.has_live_stripe_subscription:
+        raise FailedPrecondition(
+            f"the organization already has a {current.status.value} {current.plan.value} subscription; use ChangePlan"
+        )
+
+
 def change_plan(
-    *, uow: UnitOfWork, org_id: str, gateway: StripeGateway, context: AuditContext, plan: PlanCode
+    *, uow: UnitOfWork, database: Database, org_id: str, gateway: StripeGateway, context: AuditContext, plan: PlanCode
 ) -> Subscription:
     """Ask Stripe to move the live subscription to `plan` (prorated); returns the
     subscription with the pending change. The webhook confirms it."""
-    current = subscriptions.get(uow=uow, org_id=org_id, for_update=True)
+    current = subscriptions.get(uow=uow, org_id=org_id)
     if not current.has_live_stripe_subscription or current.stripe_subscription_id is None:
         raise FailedPrecondition("the organization has no live subscription; use CreateCheckoutSession")
     if plan is current.plan and current.pending_plan in (None, plan):
         return current
     _check_member_limit(uow, plan)
+    seats = subscriptions.member_count(uow=uow)
+    enterprise_price_id = _enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None
+    subscription_id = current.stripe_subscription_id
+    uow.commit()
+    uow.release()
+
     try:
-        snapshot = gateway.retrieve_subscription(current.stripe_subscription_id)
+        snapshot = gateway.retrieve_subscription(subscription_id)
         items: list[dict[str, object]] = []
         for item in snapshot.get("items", {}).get("data", []):
             removal: dict[str, object] = {"id": item["id"], "deleted": True}
             if item.get("price", {}).get("recurring", {}).get("usage_type") == "metered":
                 removal["clear_usage"] = False
             items.append(removal)
-        items.extend(
-            prices.line_items(
-                gateway, plan, seats=subscriptions.member_count(uow=uow),
-                enterprise_price_id=_enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None,
-            )
-        )
+        items.extend(prices.line_items(gateway, plan, seats=seats, enterprise_price_id=enterprise_price_id))
         gateway.update_subscription(
-            current.stripe_subscription_id,
+            subscription_id,
             params={"items": items, "proration_behavior": "create_prorations", "metadata": {"org_id": org_id, "plan": plan.value}},
-            idempotency_key=f"nobill-change-plan-{org_id}-{current.stripe_subscription_id}-{plan.value}-{context.request_id}",
+            idempotency_key=f"nobill-change-plan-{org_id}-{subscription_id}-{plan.value}-{context.request_id}",
         )
-    except StripeTransient as error:
-        raise _unavailable(gateway, error) from error
-    except StripePermanent as error:
-        raise FailedPrecondition(f"Stripe refused the plan change: {error.message}") from error
-    subscriptions.set_pending_plan(uow=uow, org_id=org_id, plan=plan)
-    audit.record(
-        uow=uow,
-        context=context,
-        action="subscription.plan_change_requested",
-        target_type="subscription",
-        target_id=org_id,
-        before={"plan": current.plan.value},
-        after={"plan": plan.value},
-    )
-    return subscriptions.get(uow=uow, org_id=org_id)
+    except (StripeTransient, StripePermanent) as error:
+        raise _stripe_failed(gateway, error, "the plan change") from error
+
+    with transaction(database, org_id=org_id) as recording:
+        subscriptions.set_pending_plan(uow=recording, org_id=org_id, plan=plan)
+        audit.record(
+            uow=recording,
+            context=context,
+            action="subscription.plan_change_requested",
+            target_type="subscription",
+            target_id=org_id,
+            before={"plan": current.plan.value},
+            after={"plan": plan.value},
+        )
+        return subscriptions.get(uow=recording, org_id=org_id)
 
 
 def cancel(
-    *, uow: UnitOfWork, org_id: str, gateway: StripeGateway, context: AuditContext, at_period_end: bool
+    *, uow: UnitOfWork, database: Database, org_id: str, gateway: StripeGateway, context: AuditContext, at_period_end: bool
 ) -> Subscription:
     """Ask Stripe to cancel the live subscription at the period's end, or now; returns the
     subscription with the pending change (the webhook confirms it)."""
-    current = subscriptions.get(uow=uow, org_id=org_id, for_update=True)
+    current = subscriptions.get(uow=uow, org_id=org_id)
     if current.stripe_subscription_id is None or current.status is SubscriptionStatus.CANCELED:
         raise FailedPrecondition("the organization has no live subscription to cancel")
+    subscription_id = current.stripe_subscription_id
+    uow.commit()
+    uow.release()
+
     try:
         if at_period_end:
             answer = gateway.update_subscription(
-                current.stripe_subscription_id,
+                subscription_id,
                 params={"cancel_at_period_end": True},
-                idempotency_key=f"nobill-cancel-{org_id}-{current.stripe_subscription_id}-at-period-end-{context.request_id}",
+                idempotency_key=f"nobill-cancel-{org_id}-{subscription_id}-at-period-end-{context.request_id}",
             )
         else:
             answer = gateway.cancel_subscription(
-                current.stripe_subscription_id,
-                idempotency_key=f"nobill-cancel-{org_id}-{current.stripe_subscription_id}-now",
+                subscription_id, idempotency_key=f"nobill-cancel-{org_id}-{subscription_id}-now"
             )
-    except StripeTransient as error:
-        raise _unavailable(gateway, error) from error
-    except StripePermanent as error:
-        raise FailedPrecondition(f"Stripe refused the cancellation: {error.message}") from error
-    audit.record(
-        uow=uow,
-        context=context,
-        action="subscription.cancel_requested",
-        target_type="subscription",
-        target_id=org_id,
-        after={"at_period_end": at_period_end, "stripe_status": answer.get("status")},
-    )
+    except (StripeTransient, StripePermanent) as error:
+        raise _stripe_failed(gateway, error, "the cancellation") from error
+
+    with transaction(database, org_id=org_id) as recording:
+        audit.record(
+            uow=recording,
+            context=context,
+            action="subscription.cancel_requested",
+            target_type="subscription",
+            target_id=org_id,
+            after={"at_period_end": at_period_end, "stripe_status": answer.get("status")},
+        )
     # The pending change as Stripe answered it; the stored state changes with the webhook.
     pending_status = subscriptions.STATUS_FROM_STRIPE.get(answer.get("status", ""), current.status)
     return dataclasses.replace(

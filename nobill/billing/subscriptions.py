@@ -35,6 +35,26 @@ LIVE_STATUSES = frozenset(
 
 
 @dataclass(frozen=True)
+class ItemDrift:
+    """One way the Stripe subscription's items differ from the plan (nobill/billing/drift.py)."""
+
+    kind: str  # base_quantity, seat_quantity, unknown_price, missing_item
+    subscription_item_id: str
+    price: str  # lookup key, or the price id when it has none
+    expected_quantity: int
+    actual_quantity: int
+    correcting: bool  # NOBill queued the correction; False: flagged for a person
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> ItemDrift:
+        return cls(**value)
+
+
+@dataclass(frozen=True)
 class Subscription:
     org_id: str
     plan: PlanCode
@@ -51,6 +71,7 @@ class Subscription:
     pending_plan: PlanCode | None
     metered: bool
     sync_error: str | None
+    drift: tuple[ItemDrift, ...] = ()
 
     @property
     def has_live_stripe_subscription(self) -> bool:
@@ -78,6 +99,7 @@ def _from_row(row: Any) -> Subscription:
         pending_plan=PlanCode(row.pending_plan) if row.pending_plan else None,
         metered=row.metered,
         sync_error=row.sync_error,
+        drift=tuple(ItemDrift.from_json(value) for value in row.drift),
     )
 
 
@@ -247,9 +269,15 @@ def apply_subscription_snapshot(
         "has_payment_method": current.has_payment_method,
         "metered": current.metered,
     }
+    from nobill.billing import drift  # drift queues outbox rows; outbox imports this module
+
+    drift_changed = drift.record(
+        uow=uow, org_id=org_id, snapshot=snapshot, plan=PlanCode(state["plan"]),
+        live=SubscriptionStatus(state["status"]) in LIVE_STATUSES, previous=current.drift, context=context,
+    )
     changed = {key: value for key, value in state.items() if before[key] != value}
     if not changed:
-        return False
+        return drift_changed
     values = dict(state, updated_at=_now())
     if state["status"] == SubscriptionStatus.PAST_DUE.value:
         values["past_due_since"] = current.past_due_since or _now()

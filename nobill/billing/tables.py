@@ -29,7 +29,7 @@ from nobill.db.base import metadata
 
 PLANS_SQL = "plan IN ('starter', 'pro', 'enterprise')"
 STATUSES_SQL = "status IN ('trialing', 'active', 'past_due', 'canceled', 'incomplete')"
-OUTBOX_KINDS = ("create_customer", "sync_seats", "set_enterprise_price")
+OUTBOX_KINDS = ("create_customer", "sync_seats", "set_enterprise_price", "correct_items")
 DUE_WORK_KINDS = ("outbox", "trial_end")
 EVENT_STATES = ("pending", "applied", "ignored", "parked", "refused")
 UNROUTED_EVENT_STATES = ("pending", "parked")
@@ -56,6 +56,9 @@ subscriptions = Table(
     Column("has_payment_method", Boolean, nullable=False, server_default=text("false")),
     Column("metered", Boolean, nullable=False, server_default=text("false")),
     Column("sync_error", Text),  # the last Stripe change that failed for good; NULL when none
+    # Added by 0008_subscription_drift: how the Stripe subscription's items differ from the
+    # plan's (nobill/billing/drift.py), as last applied; [] when they match.
+    Column("drift", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     CheckConstraint(PLANS_SQL, name="plan"),
     CheckConstraint(STATUSES_SQL, name="status"),
@@ -117,7 +120,7 @@ stripe_outbox = Table(
     Column("completed_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("org_id", "outbox_id"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
-    CheckConstraint("kind IN ('create_customer', 'sync_seats', 'set_enterprise_price')", name="kind"),
+    CheckConstraint("kind IN ('create_customer', 'sync_seats', 'set_enterprise_price', 'correct_items')", name="kind"),
     CheckConstraint("state IN ('pending', 'done', 'failed')", name="state"),
     # Seat changes coalesce: at most one pending seat sync per org.
     Index(

@@ -212,6 +212,22 @@ class UnitOfWork:
             except Exception:  # the change is committed; a failed follow-up must not undo the answer
                 log.exception("after-commit callback failed", extra={"org_id": self.org_id})
 
+    def release(self) -> None:
+        """End the unit of work now (rolled back unless committed) and hand its connection
+        back to the pool, before slow work outside any transaction such as a call to Stripe
+        (docs/ARCHITECTURE.md, "Calling Stripe"). It cannot run statements afterwards; the
+        end of its `with` block then does nothing more."""
+        if self.connection is None:
+            return
+        try:
+            if not self._committed:
+                self._driver().execute("ROLLBACK")
+        except Exception:
+            log.warning("rollback failed; discarding the connection", exc_info=True)
+            self._discard_connection()
+        finally:
+            self._close()
+
     @property
     def committed(self) -> bool:
         return self._committed

@@ -5,6 +5,7 @@ deliveries to IngestStripeEvent over gRPC, the sandbox's control API, test clock
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import time
 import urllib.request
@@ -12,8 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
+import psycopg
 import requests
 import stripe
 from sqlalchemy import func, select
@@ -203,3 +206,60 @@ def audit_events(client: Client, org_id: str) -> list[Any]:
         token = page.next_page_token
         if not token:
             return events
+
+
+# --- holding nothing while Stripe answers (docs/ARCHITECTURE.md, "Calling Stripe") ----
+
+
+def post_webhook(billing: BillingWorld, event: dict[str, Any]) -> int:
+    """POST a signed event to the webhook sidecar, as Stripe would; returns the HTTP status."""
+    from nobill.stripe.webhooks import sign
+
+    body = json.dumps(event).encode()
+    url = urlsplit(billing.webhooks_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.request(
+            "POST", url.path, body=body,
+            headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, billing.webhook_secret)},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def event_state(billing: BillingWorld, event_id: str) -> str | None:
+    with UnitOfWork(billing.database) as uow:
+        return uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one_or_none()
+
+
+# The org's rows that its webhook apply, membership changes and billing jobs lock.
+_ORG_ROWS = ("subscriptions", "stripe_outbox", "billing_due_work")
+
+
+def locked_rows_of_org(database_url: str, org_id: str) -> list[str]:
+    """The tables in which another transaction holds one of the org's rows locked right now
+    (probed as superuser with FOR UPDATE NOWAIT, rolled back at once)."""
+    held = []
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        for table in _ORG_ROWS:
+            try:
+                with connection.transaction(force_rollback=True):
+                    connection.execute(f"SELECT 1 FROM {table} WHERE org_id = %s FOR UPDATE NOWAIT", (org_id,))
+            except psycopg.errors.LockNotAvailable:
+                held.append(table)
+    return held
+
+
+def long_transactions(database_url: str, older_than_seconds: float = 0.8) -> list[tuple[Any, ...]]:
+    """Sessions (other than this probe) in a transaction open longer than `older_than_seconds`,
+    idle or not: a transaction left open across a call to Stripe."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        return connection.execute(
+            "SELECT pid, state, now() - xact_start, left(query, 120) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+            " AND xact_start < clock_timestamp() - make_interval(secs => %s)",
+            (older_than_seconds,),
+        ).fetchall()

@@ -21,6 +21,35 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _SubscriptionDriftKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubscriptionDriftKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriptionDriftKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUBSCRIPTION_DRIFT_KIND_UNSPECIFIED: _SubscriptionDriftKind.ValueType  # 0
+    SUBSCRIPTION_DRIFT_KIND_BASE_QUANTITY: _SubscriptionDriftKind.ValueType  # 1
+    """The plan's base item has a quantity other than 1 (corrected to 1)."""
+    SUBSCRIPTION_DRIFT_KIND_SEAT_QUANTITY: _SubscriptionDriftKind.ValueType  # 2
+    """The Pro seat item's quantity is not the member count (the seat sync corrects it)."""
+    SUBSCRIPTION_DRIFT_KIND_UNKNOWN_PRICE: _SubscriptionDriftKind.ValueType  # 3
+    """An item whose price is not one of the plan's (flagged, not changed)."""
+    SUBSCRIPTION_DRIFT_KIND_MISSING_ITEM: _SubscriptionDriftKind.ValueType  # 4
+    """An item the plan has is missing (flagged, not changed)."""
+
+class SubscriptionDriftKind(_SubscriptionDriftKind, metaclass=_SubscriptionDriftKindEnumTypeWrapper): ...
+
+SUBSCRIPTION_DRIFT_KIND_UNSPECIFIED: SubscriptionDriftKind.ValueType  # 0
+SUBSCRIPTION_DRIFT_KIND_BASE_QUANTITY: SubscriptionDriftKind.ValueType  # 1
+"""The plan's base item has a quantity other than 1 (corrected to 1)."""
+SUBSCRIPTION_DRIFT_KIND_SEAT_QUANTITY: SubscriptionDriftKind.ValueType  # 2
+"""The Pro seat item's quantity is not the member count (the seat sync corrects it)."""
+SUBSCRIPTION_DRIFT_KIND_UNKNOWN_PRICE: SubscriptionDriftKind.ValueType  # 3
+"""An item whose price is not one of the plan's (flagged, not changed)."""
+SUBSCRIPTION_DRIFT_KIND_MISSING_ITEM: SubscriptionDriftKind.ValueType  # 4
+"""An item the plan has is missing (flagged, not changed)."""
+Global___SubscriptionDriftKind: _TypeAlias = SubscriptionDriftKind  # noqa: Y015
+
 class _StripeDeliveryOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -159,6 +188,7 @@ class Subscription(_message.Message):
     SYNC_ERROR_FIELD_NUMBER: _builtins.int
     CURRENT_PERIOD_START_FIELD_NUMBER: _builtins.int
     STRIPE_STATUS_FIELD_NUMBER: _builtins.int
+    DRIFT_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     plan: _common_pb2.Plan.ValueType
     status: _common_pb2.SubscriptionStatus.ValueType
@@ -181,6 +211,13 @@ class Subscription(_message.Message):
     def current_period_end(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def current_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def drift(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionDrift]:
+        """How the Stripe subscription's items differ from what the plan expects (changed outside
+        NOBill, e.g. in the Stripe Dashboard), as of the last snapshot applied; empty when
+        they match. Each difference is audited as `subscription.drift_found`.
+        """
+
     def __init__(
         self,
         *,
@@ -196,14 +233,59 @@ class Subscription(_message.Message):
         sync_error: _builtins.str = ...,
         current_period_start: _timestamp_pb2.Timestamp | None = ...,
         stripe_status: _builtins.str = ...,
+        drift: _abc.Iterable[Global___SubscriptionDrift] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "trial_end", b"trial_end"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "has_payment_method", b"has_payment_method", "org_id", b"org_id", "pending_plan", b"pending_plan", "plan", b"plan", "seats", b"seats", "status", b"status", "stripe_status", b"stripe_status", "sync_error", b"sync_error", "trial_end", b"trial_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_at_period_end", b"cancel_at_period_end", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "drift", b"drift", "has_payment_method", b"has_payment_method", "org_id", b"org_id", "pending_plan", b"pending_plan", "plan", b"plan", "seats", b"seats", "status", b"status", "stripe_status", b"stripe_status", "sync_error", b"sync_error", "trial_end", b"trial_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class SubscriptionDrift(_message.Message):
+    """One difference between the Stripe subscription and the plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ITEM_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    EXPECTED_QUANTITY_FIELD_NUMBER: _builtins.int
+    ACTUAL_QUANTITY_FIELD_NUMBER: _builtins.int
+    CORRECTING_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    kind: Global___SubscriptionDriftKind.ValueType
+    subscription_item_id: _builtins.str
+    """The Stripe subscription item (`si_...`); empty for an item that is missing."""
+    price: _builtins.str
+    """The item's price lookup key (the price id when it has none)."""
+    expected_quantity: _builtins.int
+    """The quantity the plan expects, and the one Stripe has (quantity kinds only)."""
+    actual_quantity: _builtins.int
+    correcting: _builtins.bool
+    """NOBill has queued the correction (quantities it owns); false: flagged for a person."""
+    message: _builtins.str
+    """A sentence for people."""
+    def __init__(
+        self,
+        *,
+        kind: Global___SubscriptionDriftKind.ValueType = ...,
+        subscription_item_id: _builtins.str = ...,
+        price: _builtins.str = ...,
+        expected_quantity: _builtins.int = ...,
+        actual_quantity: _builtins.int = ...,
+        correcting: _builtins.bool = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_quantity", b"actual_quantity", "correcting", b"correcting", "expected_quantity", b"expected_quantity", "kind", b"kind", "message", b"message", "price", b"price", "subscription_item_id", b"subscription_item_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionDrift: _TypeAlias = SubscriptionDrift  # noqa: Y015
 
 @_typing.final
 class Invoice(_message.Message):
