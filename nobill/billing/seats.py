@@ -113,7 +113,12 @@ class Drift:
     @property
     def message(self) -> str:
         """One line for `nobill stripe reconcile-seats`."""
-        return "; ".join(item.message for item in self.items) or f"Stripe has {self.stripe_seats} seat(s), {self.members} member(s)"
+        parts = [item.message for item in self.items]
+        if self.stripe_seats is not None and self.stripe_seats != self.members and not any(
+            item.kind == "seat_quantity" for item in self.items
+        ):  # NOTE: NOBill's own seat sync was queued (or brought forward) for this difference
+            parts.append(f"Stripe has {self.stripe_seats} seat(s), {self.members} member(s); sync queued")
+        return "; ".join(parts)
 
 
 def reconcile(*, database: Database, gateway: StripeGateway) -> list[Drift]:

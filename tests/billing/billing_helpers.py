@@ -231,8 +231,11 @@ def post_webhook(billing: BillingWorld, event: dict[str, Any]) -> int:
 
 
 def event_state(billing: BillingWorld, event_id: str) -> str | None:
-    with UnitOfWork(billing.database) as uow:
-        return uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one_or_none()
+    """The stored event's state, read where it lives (its org's events are under RLS)."""
+    from nobill.billing import inbox
+
+    record = inbox.find(database=billing.database, event_ids=[event_id]).get(event_id)
+    return record.state if record else None
 
 
 # The org's rows that its webhook apply, membership changes and billing jobs lock.

@@ -13,11 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from sqlalchemy import select
 
-from billing_helpers import BillingWorld, control, wait_for
+from billing_helpers import BillingWorld, control, event_state, wait_for
 from nobill.billing import accounts, customers
-from nobill.billing.tables import stripe_events
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.webhooks import sign
 from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
@@ -71,11 +69,6 @@ def _post_webhook(billing: BillingWorld, event: dict[str, Any]) -> int:
         return response.status
     finally:
         connection.close()
-
-
-def _event_state(billing: BillingWorld, event_id: str) -> str | None:
-    with UnitOfWork(billing.database) as uow:
-        return uow.execute(select(stripe_events.c.state).where(stripe_events.c.event_id == event_id)).scalar_one_or_none()
 
 
 def _idle_transactions_holding_billing_locks(database_url: str) -> list[tuple[Any, ...]]:
@@ -137,7 +130,7 @@ def test_a_slow_checkout_holds_nothing_the_orgs_webhooks_or_other_orgs_need(bill
             "data": {"object": {"id": account.stripe_subscription_id, "object": "subscription",
                                 "customer": account.stripe_customer_id}},
         }) == 200
-        wait_for(lambda: _event_state(billing, event_id) == "applied", timeout=10, interval=0.02, what="the webhook applied")
+        wait_for(lambda: event_state(billing, event_id) == "applied", timeout=10, interval=0.02, what="the webhook applied")
         applied_after = time.monotonic() - delivered
         assert checkout.is_alive(), "the webhook was applied while the checkout still waited for Stripe"
         assert applied_after < 2.5, f"applying the org's webhook took {applied_after:.1f} s"
