@@ -32,7 +32,16 @@ def expire_due(*, database: Database, gateway: StripeGateway, now: dt.datetime |
     context = actors_context.system("trial-expiry", f"trial-expiry-{uuid.uuid4().hex[:12]}")
     with UnitOfWork(database) as uow:
         orgs = due_work.due_orgs(uow=uow, kind=due_work.TRIAL_END, now=now)
-    expired = [org_id for org_id in orgs if _expire(database, gateway, org_id, context, now)]
+    expired: list[str] = []
+    for org_id in orgs:
+        try:
+            if _expire(database, gateway, org_id, context, now):
+                expired.append(org_id)
+        except Exception:
+            # NOTE: one org that cannot be settled (a damaged audit chain, say) must not keep
+            # every later org's trial running: its due mark stays, so the next run tries again.
+            log.exception("trial expiry failed for an org; the others go on and it is tried again next run",
+                          extra={"org_id": org_id})
     if expired:
         log.info("trials expired", extra={"orgs": expired})
     return expired

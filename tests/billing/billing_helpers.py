@@ -230,6 +230,17 @@ def post_webhook(billing: BillingWorld, event: dict[str, Any]) -> int:
         connection.close()
 
 
+def subscription_updated(subscription_id: str, customer_id: str, *, event_prefix: str) -> dict[str, Any]:
+    """A `customer.subscription.updated` event as Stripe sends it (the sidecar re-reads the object)."""
+    return {
+        "id": f"{event_prefix}_{uuid.uuid4().hex}", "object": "event", "api_version": "2026-10-28.endive",
+        "created": int(time.time()), "livemode": False, "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "customer.subscription.updated",
+        "data": {"object": {"id": subscription_id, "object": "subscription", "customer": customer_id}},
+    }
+
+
 def event_state(billing: BillingWorld, event_id: str) -> str | None:
     """The stored event's state, read where it lives (its org's events are under RLS)."""
     from nobill.billing import inbox

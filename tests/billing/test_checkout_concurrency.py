@@ -4,20 +4,15 @@ or transaction that the org's webhooks or other orgs' calls need."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
-import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 
-from billing_helpers import BillingWorld, control, event_state, wait_for
+from billing_helpers import BillingWorld, control, event_state, post_webhook, subscription_updated, wait_for
 from nobill.billing import accounts, customers
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.stripe.webhooks import sign
 from nobill.v1 import billing_pb2, common_pb2, tenancy_pb2
 
 SLOW_STRIPE_MS = 3000
@@ -53,22 +48,6 @@ def test_checkout_finds_the_customer_the_worker_commits_while_it_runs(billing: B
     assert on_stripe.customer == customer_id
     found = billing.stripe.v1.customers.search({"query": f"metadata['org_id']:'{org_id}'"}).data
     assert [customer.id for customer in found] == [customer_id], "the same idempotency key made one customer"
-
-
-def _post_webhook(billing: BillingWorld, event: dict[str, Any]) -> int:
-    body = json.dumps(event).encode()
-    url = urlsplit(billing.webhooks_url)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    try:
-        connection.request(
-            "POST", url.path, body=body,
-            headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, billing.webhook_secret)},
-        )
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 def _idle_transactions_holding_billing_locks(database_url: str) -> list[tuple[Any, ...]]:
@@ -121,15 +100,10 @@ def test_a_slow_checkout_holds_nothing_the_orgs_webhooks_or_other_orgs_need(bill
             assert time.monotonic() - asked < 0.5
 
         # The org's own webhook is applied without waiting for the checkout.
-        event_id = f"evt_slow_checkout_{uuid.uuid4().hex}"
+        event = subscription_updated(account.stripe_subscription_id, account.stripe_customer_id, event_prefix="evt_slow_checkout")
+        event_id = event["id"]
         delivered = time.monotonic()
-        assert _post_webhook(billing, {
-            "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-            "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-            "type": "customer.subscription.updated",
-            "data": {"object": {"id": account.stripe_subscription_id, "object": "subscription",
-                                "customer": account.stripe_customer_id}},
-        }) == 200
+        assert post_webhook(billing, event) == 200
         wait_for(lambda: event_state(billing, event_id) == "applied", timeout=10, interval=0.02, what="the webhook applied")
         applied_after = time.monotonic() - delivered
         assert checkout.is_alive(), "the webhook was applied while the checkout still waited for Stripe"

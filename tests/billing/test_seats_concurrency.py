@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from billing_helpers import BillingWorld, control, event_state, locked_rows_of_org, long_transactions, post_webhook, wait_for
+from billing_helpers import BillingWorld, control, event_state, locked_rows_of_org, long_transactions, post_webhook, subscription_updated, wait_for
 from nobill.billing import accounts
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.gateway import StripeGateway
@@ -83,15 +82,10 @@ def test_a_seat_sync_waiting_for_stripe_holds_no_lock_and_the_orgs_webhook_is_ap
         assert long_transactions(database_url, older_than_seconds=0.5) == []
 
         # The org's own webhook is applied without waiting for the seat update.
-        event_id = f"evt_slow_seats_{uuid.uuid4().hex}"
+        event = subscription_updated(account.stripe_subscription_id, account.stripe_customer_id, event_prefix="evt_slow_seats")
+        event_id = event["id"]
         delivered = time.monotonic()
-        assert post_webhook(billing, {
-            "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-            "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-            "type": "customer.subscription.updated",
-            "data": {"object": {"id": account.stripe_subscription_id, "object": "subscription",
-                                "customer": account.stripe_customer_id}},
-        }) == 200
+        assert post_webhook(billing, event) == 200
         wait_for(lambda: event_state(billing, event_id) == "applied", timeout=10, interval=0.02, what="the webhook applied")
         applied_after = time.monotonic() - delivered
         assert not seat_updates.finished.is_set(), "the webhook was applied while the seat update still waited for Stripe"

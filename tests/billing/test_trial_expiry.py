@@ -108,3 +108,21 @@ def test_trial_expiry_waiting_for_stripe_holds_no_lock_on_the_org(
     assert "error" not in outcome, outcome.get("error")
     assert org_id in outcome["expired"]
     assert billing.subscription(owner, org_id).status == common_pb2.SUBSCRIPTION_STATUS_CANCELED
+
+
+def test_an_org_that_cannot_be_settled_does_not_keep_other_trials_running(billing: BillingWorld, superuser) -> None:
+    """A sweep over every due org: one that fails (here its audit chain head was removed by
+    the database superuser, so its audited cancel cannot commit) is logged and left due;
+    the orgs after it still expire."""
+    broken_owner, broken_org = billing.new_org()
+    owner, org_id = billing.new_org()
+    trial_end = billing.subscription(owner, org_id).trial_end.ToDatetime(tzinfo=dt.timezone.utc)
+    superuser.execute("DELETE FROM audit_chain_heads WHERE org_id = %s", (broken_org,))
+
+    expired = trials.expire_due(
+        database=billing.database, gateway=StripeGateway.from_settings(billing.settings),
+        now=trial_end + dt.timedelta(minutes=1),
+    )
+    assert org_id in expired and broken_org not in expired
+    assert billing.subscription(owner, org_id).status == common_pb2.SUBSCRIPTION_STATUS_CANCELED
+    assert billing.subscription(broken_owner, broken_org).status == common_pb2.SUBSCRIPTION_STATUS_TRIALING
