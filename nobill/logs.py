@@ -8,6 +8,7 @@ import sys
 import time
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 # The id of the call being served in this thread or task; every log line carries it.
 REQUEST_ID: ContextVar[str] = ContextVar("nobill_request_id", default="")
@@ -69,12 +70,29 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the `sys.stderr` of the moment it logs, not the one it was made with: a
+    process (or a test run) that swaps stderr later does not leave threads logging into a
+    closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "json", *, log_file: Path | None = None, console_level: int = logging.NOTSET
 ) -> None:
     """Log to stderr at `level`; with `log_file`, everything goes to that file and stderr
     shows only records at `console_level` and above."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.setLevel(console_level)
     handlers: list[logging.Handler] = [handler]
