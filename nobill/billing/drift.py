@@ -23,6 +23,7 @@ from nobill.billing.tables import stripe_customers, stripe_outbox
 from nobill.billing.tables import subscriptions as subscriptions_table
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.gateway import StripeGateway
+from nobill.tenancy import members as tenancy_members
 
 BASE_QUANTITY = "base_quantity"
 SEAT_QUANTITY = "seat_quantity"
@@ -96,7 +97,7 @@ def record(
     stored drift changed. The caller holds the org's subscription row."""
     found: list[ItemDrift] = []
     if live:
-        members = subscriptions.member_count(uow=uow)
+        members = tenancy_members.count(uow=uow)
         enterprise_price_id = uow.execute(
             select(stripe_customers.c.enterprise_price_id).where(stripe_customers.c.org_id == org_id)
         ).scalar_one_or_none()

@@ -49,6 +49,7 @@ from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.errors import StripePermanent
 from nobill.stripe.gateway import StripeGateway
+from nobill.tenancy import members as tenancy_members
 
 log = logging.getLogger("nobill.billing.inbox")
 
@@ -301,7 +302,7 @@ def _reread_and_apply(
         # Members added between checkout and now: one coalesced seat sync.
         seats = subscriptions.seat_quantity(snapshot)
         if seats is not None:
-            member_count = subscriptions.member_count(uow=uow) if member_count is None else member_count
+            member_count = tenancy_members.count(uow=uow) if member_count is None else member_count
             if seats != member_count:
                 service.request_seat_sync(uow=uow, org_id=org_id, context=context, delay_seconds=seat_sync_delay)
     return unapplied

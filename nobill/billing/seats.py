@@ -19,6 +19,7 @@ from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.stripe.errors import StripeFailure
 from nobill.stripe.gateway import StripeGateway
+from nobill.tenancy import members as tenancy_members
 
 log = logging.getLogger("nobill.billing.seats")
 
@@ -48,7 +49,7 @@ def _decide(*, uow: UnitOfWork, row: outbox.OutboxRow) -> SeatIntent | None:
     current = subscriptions.get(uow=uow, org_id=row.org_id)
     if current.plan is not PlanCode.PRO or not current.has_live_stripe_subscription or not current.stripe_subscription_id:
         return None
-    return SeatIntent(current.stripe_subscription_id, subscriptions.member_count(uow=uow), outbox.version_of(row))
+    return SeatIntent(current.stripe_subscription_id, tenancy_members.count(uow=uow), outbox.version_of(row))
 
 
 def _update_stripe(*, gateway: StripeGateway, row: outbox.OutboxRow, plan: SeatIntent | None) -> SeatUpdate | None:
@@ -89,7 +90,7 @@ def _record(
             before={"seats": result.before},
             after={"seats": result.after},
         )
-    if outbox.version_of(row) == plan.version and subscriptions.member_count(uow=uow) == plan.members:
+    if outbox.version_of(row) == plan.version and tenancy_members.count(uow=uow) == plan.members:
         return None
     from nobill.jobs import runtime
 
@@ -152,7 +153,7 @@ def reconcile(*, database: Database, gateway: StripeGateway) -> list[Drift]:
                 again = subscriptions.get(uow=uow, org_id=org_id, for_update=True)
                 if again.stripe_subscription_id != snapshot["id"] or not again.has_live_stripe_subscription:
                     continue  # changed while Stripe answered: the webhook's apply covers it
-                members = subscriptions.member_count(uow=uow)
+                members = tenancy_members.count(uow=uow)
                 quantity = subscriptions.seat_quantity(snapshot)
                 drift.record(
                     uow=uow, org_id=org_id, snapshot=snapshot, plan=again.plan, live=True, previous=again.drift,

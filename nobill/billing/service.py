@@ -24,6 +24,7 @@ from nobill.db.unit_of_work import UnitOfWork, transaction
 from nobill.errors import FailedPrecondition, InvalidArgument, Unavailable
 from nobill.stripe.errors import StripePermanent, StripeTransient
 from nobill.stripe.gateway import StripeGateway
+from nobill.tenancy import members as tenancy_members
 
 # Stripe Checkout refuses a subscription_data[trial_end] less than 48 hours ahead.
 MIN_CHECKOUT_TRIAL = dt.timedelta(hours=48, minutes=5)
@@ -77,7 +78,7 @@ def _check_url(value: str, field: str) -> None:
 def _check_member_limit(uow: UnitOfWork, plan: PlanCode) -> None:
     details = plans.details(plan)
     if details.max_members:
-        members = subscriptions.member_count(uow=uow)
+        members = tenancy_members.count(uow=uow)
         if members > details.max_members:
             raise FailedPrecondition(
                 f"the {details.display_name} plan allows {details.max_members} member"
@@ -186,7 +187,7 @@ def create_checkout_session(
     trial_end = None
     if current.status is SubscriptionStatus.TRIALING and current.trial_end and current.trial_end - now >= MIN_CHECKOUT_TRIAL:
         trial_end = int(current.trial_end.timestamp())
-    seats = subscriptions.member_count(uow=uow)
+    seats = tenancy_members.count(uow=uow)
     enterprise_price_id = _enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None
     customer = customers.find(uow=uow, org_id=org_id)
     uow.commit()
@@ -240,7 +241,7 @@ def change_plan(
     if plan is current.plan and current.pending_plan in (None, plan):
         return current
     _check_member_limit(uow, plan)
-    seats = subscriptions.member_count(uow=uow)
+    seats = tenancy_members.count(uow=uow)
     enterprise_price_id = _enterprise_price(uow, org_id) if plan is PlanCode.ENTERPRISE else None
     subscription_id = current.stripe_subscription_id
     uow.commit()

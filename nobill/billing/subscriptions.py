@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from nobill.audit import service as audit
 from nobill.audit.actors import AuditContext
@@ -16,7 +16,6 @@ from nobill.billing.plans import PlanCode, SubscriptionStatus
 from nobill.billing.tables import stripe_customer_routes, stripe_customers, subscriptions
 from nobill.db.unit_of_work import UnitOfWork
 from nobill.errors import NotFound
-from nobill.tenancy.tables import memberships
 
 # Stripe's subscription statuses → NOBill's (docs/BILLING.md, "Status mapping").
 STATUS_FROM_STRIPE: dict[str, SubscriptionStatus] = {
@@ -112,10 +111,6 @@ def get(*, uow: UnitOfWork, org_id: str, for_update: bool = False) -> Subscripti
     if row is None:
         raise NotFound("organization not found")
     return _from_row(row)
-
-
-def member_count(*, uow: UnitOfWork) -> int:
-    return uow.execute(select(func.count()).select_from(memberships)).scalar_one()
 
 
 def start_trial(*, uow: UnitOfWork, org_id: str, context: AuditContext, org_name: str) -> Subscription:
