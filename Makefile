@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test gen lint breaking release-contract bench clean help
+.PHONY: dev test test-unit gen lint breaking release-contract bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,6 +21,9 @@ dev: $(STAMP)  ## start the whole platform on embedded defaults
 
 test: $(STAMP)  ## run the full test suite (real PostgreSQL/Redis, embedded ones if none listen)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-unit: $(STAMP)  ## run the unit layer alone: pure domain logic, no database or network (seconds)
+	$(BIN)/python -m pytest -p no:xdist -q tests/unit
 
 gen: $(STAMP)  ## regenerate gen/ and docs/API.md from protos/
 	$(BIN)/python scripts/gen_protos.py
