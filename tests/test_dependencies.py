@@ -44,3 +44,26 @@ def test_the_scan_sees_an_import_of_another_domains_tables(tmp_path, monkeypatch
     (fake / "usage" / "x.py").write_text("from nobill.billing.tables import subscriptions\nimport nobill.audit.tables\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     assert _table_imports("usage") == {("usage", "billing"), ("usage", "audit")}
+
+
+def test_the_webhook_intake_does_not_import_the_applier() -> None:
+    """The sidecar's path (intake) stores and routes; applying is the worker's. Both read the
+    event table (nobill.billing.inbox_events)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, nobill.billing.inbox; print('nobill.billing.inbox_apply' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_outbox_kinds_are_one_explicit_table() -> None:
+    """Every kind a row can have is in nobill/billing/outbox_kinds.py; nothing registers itself on import."""
+    from nobill.billing import outbox_kinds
+
+    assert set(outbox_kinds.HANDLERS) | set(outbox_kinds.STAGED) == {
+        "create_customer", "set_enterprise_price", "correct_items", "sync_seats",
+    }
+    assert not set(outbox_kinds.HANDLERS) & set(outbox_kinds.STAGED)
+    for path in (PACKAGE / "billing").glob("*.py"):
+        source = path.read_text()
+        assert "outbox.handler(" not in source and "staged_handler(" not in source, path.name

@@ -8,9 +8,7 @@ from typing import Any
 
 import dramatiq
 
-from nobill.billing import customers, inbox, inbox_apply, outbox, seats, trials  # noqa: F401 - registers outbox handlers
-from nobill.billing import enterprise  # noqa: F401 - registers the enterprise price handler
-from nobill.billing import drift  # noqa: F401 - registers the item correction handler
+from nobill.billing import inbox, inbox_apply, outbox, seats, trials
 from nobill.jobs import runtime
 
 QUEUE = "billing"

@@ -72,7 +72,6 @@ def _record(*, uow: UnitOfWork, row: outbox.OutboxRow, customer: StripeObject, t
     )
 
 
-@outbox.handler("create_customer")
 def create_customer(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow) -> None:
     """Create the org's customer (and, with NOBILL_STRIPE_TEST_CLOCKS, its test clock)."""
     existing = uow.execute(

@@ -135,7 +135,6 @@ def record(
     return True
 
 
-@outbox.handler(CORRECT_ITEMS)
 def correct_items(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow) -> None:
     """Set every base item whose quantity is not 1 back to 1 (prorated: the credit undoes
     the charge the extra quantity made), reading the subscription as it is now."""

@@ -41,7 +41,6 @@ def set_price(*, uow: UnitOfWork, org_id: str, amount: int, context: AuditContex
     return outbox.add(uow=uow, org_id=org_id, kind="set_enterprise_price", payload={"amount": amount}, context=context)
 
 
-@outbox.handler("set_enterprise_price")
 def create_price(*, uow: UnitOfWork, gateway: StripeGateway, row: outbox.OutboxRow) -> None:
     enterprise = plans.details(PlanCode.ENTERPRISE)
     amount = int(row.payload["amount"])

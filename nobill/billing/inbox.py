@@ -21,7 +21,7 @@ from sqlalchemy import select, text, update
 
 from nobill import metrics
 from nobill.billing import inbox_routes
-from nobill.billing.inbox_apply import HANDLERS, customer_of, target_of
+from nobill.billing.inbox_events import HANDLERS, customer_of, target_of
 from nobill.billing.tables import stripe_event_ids, stripe_events, stripe_unrouted_events
 from nobill.db.database import Database
 from nobill.db.unit_of_work import UnitOfWork

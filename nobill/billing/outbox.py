@@ -7,7 +7,7 @@ idempotency key, and records the outcome in the same transaction: done, retried 
 (transient failures, with backoff and jitter), or failed for good (permanent failures:
 logged, audited, shown by GetSubscription as `sync_error`).
 
-A *staged* kind (`staged_handler`: the seat sync) holds nothing while Stripe answers: a
+A *staged* kind (nobill/billing/outbox_kinds.py, STAGED: the seat sync) holds nothing while Stripe answers: a
 first short unit of work locks the row, reads and decides, claims the row for a while and
 commits; Stripe is called with no transaction open, with a key from the row and what was
 decided; a second short unit of work takes the org's subscription row (the lock membership
@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
@@ -61,18 +62,9 @@ class OutboxRow:
     created_at: dt.datetime
 
 
+# What performs rows of a kind: f(*, uow, gateway, row). The table of kinds is
+# nobill/billing/outbox_kinds.py.
 Handler = Callable[..., None]
-HANDLERS: dict[str, Handler] = {}
-
-
-def handler(kind: str) -> Callable[[Handler], Handler]:
-    """Register the function that performs rows of `kind`: f(*, uow, gateway, row)."""
-
-    def register(function: Handler) -> Handler:
-        HANDLERS[kind] = function
-        return function
-
-    return register
 
 
 @dataclass(frozen=True)
@@ -88,12 +80,12 @@ class StagedHandler:
     record: Callable[..., float | None]
 
 
-STAGED: dict[str, StagedHandler] = {}
+def _kinds() -> ModuleType:
+    # NOTE: imported when a row runs, not at import: the handlers' modules queue rows
+    # through this one, so the table cannot be imported before them.
+    from nobill.billing import outbox_kinds
 
-
-def staged_handler(kind: str, handler: StagedHandler) -> None:
-    """Register `kind` as staged: no transaction is open while its Stripe call runs."""
-    STAGED[kind] = handler
+    return outbox_kinds
 
 
 def version_of(row: OutboxRow) -> int:
@@ -213,7 +205,7 @@ def perform(*, uow: UnitOfWork, gateway: StripeGateway, row: OutboxRow) -> str:
     """Run a locked row and record its outcome in `uow` (the caller commits). Returns
     "done" or "failed"; re-raises StripeTransient after recording the attempt."""
     try:
-        HANDLERS[row.kind](uow=uow, gateway=gateway, row=row)
+        _kinds().HANDLERS[row.kind](uow=uow, gateway=gateway, row=row)
     except StripeTransient as error:
         _record_transient(uow=uow, row=row, error=error)
         raise
@@ -276,10 +268,10 @@ def run(*, database: Database, gateway: StripeGateway, org_id: str, outbox_id: s
         # NOTE: a staged row is locked only briefly (never across a Stripe call), also by a
         # membership change folding into it: wait for that rather than skip the row and leave
         # it to the sweep.
-        row = lock_pending(uow=uow, outbox_id=outbox_id, wait=kind in STAGED)
+        row = lock_pending(uow=uow, outbox_id=outbox_id, wait=kind in _kinds().STAGED)
         if row is None:
             return "skipped"
-        staged = STAGED.get(row.kind)
+        staged = _kinds().STAGED.get(row.kind)
         if staged is not None:
             plan = staged.prepare(uow=uow, row=row)
             _claim(uow=uow, row=row)

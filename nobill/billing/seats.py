@@ -101,7 +101,7 @@ def _record(
 
 # Set the seat item's quantity to the member count as it is when the row runs (not when it
 # was queued: later changes ride along), holding nothing while Stripe answers.
-outbox.staged_handler("sync_seats", outbox.StagedHandler(prepare=_decide, call=_update_stripe, record=_record))
+SYNC_SEATS = outbox.StagedHandler(prepare=_decide, call=_update_stripe, record=_record)
 
 
 @dataclass(frozen=True)

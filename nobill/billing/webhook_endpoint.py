@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nobill.billing.inbox import HANDLERS
+from nobill.billing.inbox_events import HANDLERS
 from nobill.stripe.errors import StripePermanent
 from nobill.stripe.gateway import StripeGateway
 

@@ -1,4 +1,4 @@
-"""The one table of handled Stripe event types (nobill.billing.inbox_apply.HANDLERS): what
+"""The one table of handled Stripe event types (nobill.billing.inbox_events.HANDLERS): what
 each makes NOBill re-read, and which customer routes it; everything else is stored and
 ignored."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nobill.billing.inbox_apply import HANDLERS, Target, customer_of, owner_of, target_of
+from nobill.billing.inbox_events import HANDLERS, Target, customer_of, owner_of, target_of
 
 
 def _event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
