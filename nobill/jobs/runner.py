@@ -9,7 +9,7 @@ from typing import Any
 import dramatiq
 
 from nobill.config import Settings
-from nobill.jobs.actors import ACTOR_MODULES
+from nobill.jobs.modules import JOB_MODULES
 from nobill.jobs.broker import configure_broker
 from nobill.jobs.poison import DEFAULT_POISON_AFTER
 from nobill.shutdown import stop_requested
@@ -34,7 +34,7 @@ def start_worker(
     broker = configure_broker(
         redis_url, namespace=namespace, poison_after=settings.job_poison_after if settings is not None else DEFAULT_POISON_AFTER
     )
-    for name in ACTOR_MODULES:
+    for name in JOB_MODULES:
         module = importlib.import_module(name)
         # A module imported earlier in this process bound its actors to an older broker.
         for value in vars(module).values():

@@ -2,7 +2,7 @@
 
 Domain code enqueues through this, never through an imported actor object: actors bind
 to the broker that exists when their module is imported, and only the worker imports
-actor modules (nobill/jobs/actors.py)."""
+jobs modules (nobill/jobs/modules.py)."""
 
 from __future__ import annotations
 

@@ -267,7 +267,7 @@ def test_reconciliation_reports_drift_in_the_log_the_audit_and_the_summary(world
 
 def test_the_worker_and_scheduler_report_on_their_own(world, meter_sandbox, database, database_url) -> None:
     from nobill.jobs.scheduler import Periodic
-    from nobill.usage import actors
+    from nobill.usage import jobs as actors
 
     from usage_workers import isolated_worker
 

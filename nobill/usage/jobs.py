@@ -1,4 +1,4 @@
-"""Usage actors: a sweep (every second, nobill/jobs/scheduler.py) finds orgs with deltas
+"""Usage jobs (Dramatiq actors): a sweep (every second, nobill/jobs/scheduler.py) finds orgs with deltas
 waiting and sends one aggregation per org; aggregation is exactly once whatever the
 number of workers (see aggregation.py)."""
 

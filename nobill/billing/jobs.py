@@ -1,5 +1,5 @@
-"""Billing's Dramatiq actors: thin wrappers around the domain functions. Imported only by
-the worker (nobill/jobs/actors.py); everything else enqueues by name (nobill/jobs/send.py)."""
+"""Billing's jobs (Dramatiq actors): thin wrappers around the domain functions. Imported only by
+the worker (nobill/jobs/modules.py); everything else enqueues by name (nobill/jobs/send.py)."""
 
 from __future__ import annotations
 
