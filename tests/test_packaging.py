@@ -27,12 +27,21 @@ DISTRIBUTIONS = {"server": ROOT, "client": ROOT / "client", "sandbox": ROOT / "s
 
 def test_every_package_is_in_exactly_one_distribution() -> None:
     listed = {name: _packages(project / "pyproject.toml") for name, project in DISTRIBUTIONS.items()}
-    on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "nobill").rglob("__init__.py")}
+    on_disk = {".".join(path.parent.relative_to(project).parts)
+               for project in DISTRIBUTIONS.values() for path in (project / "nobill").rglob("__init__.py")}
     on_disk |= {"nobill", "nobill.v1", "nobill.migrations", "nobill.migrations.versions"}
     assert set().union(*listed.values()) == on_disk
     assert sum(len(packages) for packages in listed.values()) == len(on_disk), listed
     # A namespace package: an __init__.py in any distribution would hide the others' parts.
-    assert not (ROOT / "nobill" / "__init__.py").exists()
+    assert not any((project / "nobill" / "__init__.py").exists() for project in DISTRIBUTIONS.values())
+
+
+def test_the_product_folder_holds_only_the_product() -> None:
+    """The sandbox and the client live in their own distribution folders, not in nobill/."""
+    assert not (ROOT / "nobill" / "sandbox").exists() and not (ROOT / "nobill" / "client").exists()
+    assert _packages(ROOT / "sandbox" / "pyproject.toml") == {"nobill.sandbox"}
+    assert (ROOT / "sandbox" / "nobill" / "sandbox" / "__init__.py").exists()
+    assert (ROOT / "client" / "nobill" / "client" / "__init__.py").exists()
 
 
 def _wheel(project: Path, out: Path) -> Path:

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 NOBILL = Path(__file__).resolve().parents[2] / "nobill"
+SANDBOX = Path(__file__).resolve().parents[2] / "sandbox" / "nobill" / "sandbox"
 
 
 def _imports_stripe(path: Path) -> bool:
@@ -24,5 +25,7 @@ def test_only_the_stripe_package_imports_stripe() -> None:
         for path in NOBILL.rglob("*.py")
         if "stripe" not in path.relative_to(NOBILL).parts[:1] and _imports_stripe(path)
     ]
+    offenders += [str(path) for path in SANDBOX.rglob("*.py") if _imports_stripe(path)]
     assert offenders == []
+    assert len(list(SANDBOX.rglob("*.py"))) > 20, "the sandbox's sources moved: point this test at them"
     assert _imports_stripe(NOBILL / "stripe" / "errors.py"), "the check itself must see an import"
