@@ -55,7 +55,7 @@ def _wheel(project: Path, out: Path) -> Path:
 def test_the_server_wheel_ships_migrations_but_not_the_client(tmp_path: Path) -> None:
     wheel = _wheel(ROOT, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "nobill/cli.py" in names and "nobill/__init__.py" not in names
+    assert "nobill/cli/__init__.py" in names and "nobill/__init__.py" not in names
     assert not any(name.startswith(("nobill/v1/", "nobill/client/", "nobill/sandbox/")) for name in names)
     # Every revision ships, so an installed wheel migrates without the source tree.
     revisions = {f"nobill/migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")}

@@ -415,3 +415,9 @@ def sweep(*, database: Database, now: dt.datetime | None = None) -> int:
     if sent:
         log.info("outbox sweep re-sent rows", extra={"rows": sent, "orgs": len(orgs)})
     return sent
+
+
+def state_of(*, uow: UnitOfWork, outbox_id: str) -> str | None:
+    """The row's state now ("pending", "done", "failed"), None if there is no such row: what a
+    caller whose run was "skipped" (another runner had the row) reports."""
+    return uow.execute(select(stripe_outbox.c.state).where(stripe_outbox.c.outbox_id == outbox_id)).scalar_one_or_none()

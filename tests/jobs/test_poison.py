@@ -20,7 +20,8 @@ import redis
 from nobill import ids, metrics
 from nobill.audit.actors import Actor, ActorType, AuditContext
 from nobill.db.unit_of_work import UnitOfWork
-from nobill.jobs import commands, poison
+from nobill.cli import jobs as job_commands
+from nobill.jobs import poison
 from nobill.tenancy import service as tenancy
 from nobill.usage import ingest
 
@@ -135,7 +136,7 @@ def test_a_job_failing_the_same_way_is_parked_and_replayed_after_the_fix(
         waiting = [sample.value for sample in gauges["nobill_jobs_waiting_replay"]]
 
         superuser.execute(drop)  # the cause is fixed
-        replay = commands.replay(argparse.Namespace(key=[key], all=False), worker_settings)
+        replay = job_commands.replay_parked(argparse.Namespace(key=[key], all=False), worker_settings)
         totals = lambda: superuser.execute(  # noqa: E731
             "SELECT quantity FROM usage_totals WHERE org_id = %s", (org_id,)).fetchall()
         assert _wait(lambda: [(int(q),) for (q,) in totals()] == [(10,)]), "the replayed job did not aggregate"
@@ -171,5 +172,5 @@ def test_outages_and_jobs_that_never_retry_are_not_counted() -> None:
 @pytest.mark.parametrize("argv", [["jobs", "parked"], ["jobs", "replay", "--all"], ["jobs", "replay", "k1", "k2"]])
 def test_the_commands_parse(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="nobill")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    assert parser.parse_args(argv).handler in (commands.list_parked, commands.replay)
+    job_commands.register(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(argv).handler in (job_commands.list_parked, job_commands.replay_parked)
